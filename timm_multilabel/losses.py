@@ -1,0 +1,37 @@
+"""Built-in losses, registered under the names train.py's flags resolve to.
+
+They are timm's own losses; this module only names them in our registry so that
+``--bce-loss``, ``--smoothing`` and Mixup map onto one factory call.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch.nn as nn
+from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+from .registry import register_loss
+
+
+@register_loss('cross_entropy')
+def cross_entropy(smoothing: float = 0.0, soft_targets: bool = False, **kwargs) -> nn.Module:
+    """Softmax cross-entropy: soft (dense [B, C]) targets, else index targets with smoothing."""
+    if soft_targets:
+        return SoftTargetCrossEntropy()
+    if smoothing:
+        return LabelSmoothingCrossEntropy(smoothing=smoothing)
+    return nn.CrossEntropyLoss()
+
+
+@register_loss('bce')
+def bce(
+        smoothing: float = 0.0,
+        soft_targets: bool = False,
+        target_threshold: Optional[float] = None,
+        **kwargs,
+) -> nn.Module:
+    """Sigmoid binary cross-entropy (timm's), for index or dense targets."""
+    return BinaryCrossEntropy(
+        smoothing=0.0 if soft_targets else smoothing,
+        target_threshold=target_threshold,
+    )
