@@ -1,0 +1,251 @@
+"""train.py's command line: timm's train.py flags with timm's names, defaults and meanings,
+plus ``--mile*`` and ``--relabel-*``.
+
+Precedence, lowest first: timm's defaults, the chosen dataset's defaults (digits-grid is a
+small dataset with its own sensible settings, see ``DATASET_DEFAULTS``), the YAML file of
+``-c/--config``, then flags given on the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+from timm.utils import ParseKwargs
+
+from ..errors import UserError
+
+# Settings that make the built-in data train well in minutes on a CPU; any flag or YAML key
+# overrides them. Models are trained from scratch on 48x48 grids of 16-pixel digits.
+DATASET_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    'digits-grid': dict(
+        model='resnet10t', img_size=48, epochs=8, batch_size=64, opt='adamw', lr=2e-3,
+        weight_decay=0.05, warmup_epochs=1, smoothing=0.0, hflip=0.0, color_jitter=0.0,
+        scale=[0.5, 1.0], ratio=[0.9, 1.1], crop_pct=1.0, workers=0, log_interval=20,
+        val_split='test', interpolation='bilinear', train_interpolation='bilinear',
+    ),
+}
+
+
+def _group(parser: argparse.ArgumentParser, title: str):
+    return parser.add_argument_group(title)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full train.py parser (timm's flags plus ours)."""
+    parser = argparse.ArgumentParser(
+        prog='train.py',
+        description='Train a timm image classifier with multi-label supervision recovered from single labels '
+                    '(MILe, ReLabel + LabelPooling). Runs on one device with `python train.py` or on many '
+                    'GPUs/nodes with `accelerate launch train.py`. With no arguments it trains a small ResNet '
+                    'on the built-in digits-grid data.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument('-c', '--config', default='', type=str, metavar='FILE',
+                        help='YAML config file whose keys (flag names with underscores) set the defaults')
+
+    g = _group(parser, 'Dataset')
+    g.add_argument('data_dir_pos', nargs='?', metavar='DIR', help='path to dataset (positional, as in timm)')
+    g.add_argument('--data-dir', metavar='DIR', help='path to dataset root')
+    g.add_argument('--dataset', metavar='NAME', default='digits-grid',
+                   help='digits-grid (built in), "" for an image folder, hfds/<name> for a Hugging Face dataset, '
+                        'torch/<name> for torchvision')
+    g.add_argument('--train-split', metavar='NAME', default='train', help='dataset train split')
+    g.add_argument('--val-split', metavar='NAME', default='validation', help='dataset validation split')
+    g.add_argument('--train-num-samples', type=int, default=None, metavar='N', help='limit/size of the train set')
+    g.add_argument('--val-num-samples', type=int, default=None, metavar='N', help='limit/size of the validation set')
+    g.add_argument('--real-labels', default=None, metavar='FILE',
+                   help='ImageNet ReaL labels JSON for the validation set ("timm" for timm\'s bundled file); '
+                        'enables ReaL metrics on ImageNet')
+
+    g = _group(parser, 'Model')
+    g.add_argument('--model', default='resnet50', type=str, metavar='MODEL', help='name of a timm model')
+    g.add_argument('--pretrained', action='store_true', default=False, help='start from pretrained weights')
+    g.add_argument('--pretrained-path', default=None, type=str, metavar='FILE',
+                   help='load pretrained weights from this file (safetensors or .pth) instead of the Hub')
+    g.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH', help='load this checkpoint first')
+    g.add_argument('--resume', default='', type=str, metavar='PATH',
+                   help='resume the run: a checkpoint file, or an --output folder (its last checkpoint)')
+    g.add_argument('--no-resume-opt', action='store_true', default=False,
+                   help='do not restore optimizer state when resuming')
+    g.add_argument('--num-classes', type=int, default=None, metavar='N', help='number of label classes')
+    g.add_argument('--img-size', type=int, default=None, metavar='N', help='image size (square)')
+    g.add_argument('--in-chans', type=int, default=None, metavar='N', help='image input channels')
+    g.add_argument('--input-size', default=None, nargs=3, type=int, metavar='N', help='input dims C H W')
+    g.add_argument('--crop-pct', default=None, type=float, metavar='PCT', help='eval center crop percentage')
+    g.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN', help='pixel mean')
+    g.add_argument('--std', type=float, nargs='+', default=None, metavar='STD', help='pixel std')
+    g.add_argument('--interpolation', default='', type=str, metavar='NAME', help='image resize interpolation')
+    g.add_argument('-b', '--batch-size', type=int, default=128, metavar='N', help='batch size per process')
+    g.add_argument('-vb', '--validation-batch-size', type=int, default=None, metavar='N', help='validation batch size')
+    g.add_argument('--channels-last', action='store_true', default=False, help='use channels_last memory layout')
+    g.add_argument('--grad-accum-steps', type=int, default=1, metavar='N', help='micro-batches per optimizer update')
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra model kwargs k=v')
+    g.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout rate')
+    g.add_argument('--drop-path', type=float, default=None, metavar='PCT', help='drop path rate')
+
+    g = _group(parser, 'Optimizer')
+    g.add_argument('--opt', default='sgd', type=str, metavar='OPTIMIZER', help='timm optimizer name')
+    g.add_argument('--opt-eps', default=None, type=float, metavar='EPSILON', help='optimizer epsilon')
+    g.add_argument('--opt-betas', default=None, type=float, nargs='+', metavar='BETA', help='optimizer betas')
+    g.add_argument('--momentum', type=float, default=0.9, metavar='M', help='optimizer momentum')
+    g.add_argument('--weight-decay', type=float, default=2e-5, help='weight decay')
+    g.add_argument('--clip-grad', type=float, default=None, metavar='NORM', help='clip gradient norm/value')
+    g.add_argument('--clip-mode', type=str, default='norm', help='gradient clipping mode: norm, value, agc')
+    g.add_argument('--layer-decay', type=float, default=None, help='layer-wise learning rate decay')
+
+    g = _group(parser, 'Learning rate schedule')
+    g.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER', help='LR scheduler')
+    g.add_argument('--sched-on-updates', action='store_true', default=False, help='step the schedule per update')
+    g.add_argument('--lr', type=float, default=None, metavar='LR', help='learning rate (overrides --lr-base)')
+    g.add_argument('--lr-base', type=float, default=0.1, metavar='LR', help='base LR for --lr-base-size samples')
+    g.add_argument('--lr-base-size', type=int, default=256, metavar='DIV', help='batch size of --lr-base')
+    g.add_argument('--lr-base-scale', type=str, default='', metavar='SCALE', help='"sqrt" or "linear"')
+    g.add_argument('--warmup-lr', type=float, default=1e-5, metavar='LR', help='warmup learning rate')
+    g.add_argument('--min-lr', type=float, default=0, metavar='LR', help='lower LR bound')
+    g.add_argument('--epochs', type=int, default=300, metavar='N', help='number of epochs')
+    g.add_argument('--start-epoch', default=None, type=int, metavar='N', help='manual epoch number (on resume)')
+    g.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES')
+    g.add_argument('--decay-epochs', type=float, default=90, metavar='N', help='epoch interval to decay LR')
+    g.add_argument('--warmup-epochs', type=int, default=5, metavar='N', help='epochs to warm up LR')
+    g.add_argument('--warmup-prefix', action='store_true', default=False, help='exclude warmup from decay')
+    g.add_argument('--cooldown-epochs', type=int, default=0, metavar='N', help='epochs at min LR at the end')
+    g.add_argument('--patience-epochs', type=int, default=10, metavar='N', help='plateau patience')
+    g.add_argument('--decay-rate', '--dr', type=float, default=0.1, metavar='RATE', help='LR decay rate')
+
+    g = _group(parser, 'Augmentation and regularization')
+    g.add_argument('--no-aug', action='store_true', default=False, help='disable all training augmentation')
+    g.add_argument('--train-crop-mode', type=str, default=None, help='crop mode for training')
+    g.add_argument('--scale', type=float, nargs='+', default=[0.08, 1.0], metavar='PCT', help='random resize scale')
+    g.add_argument('--ratio', type=float, nargs='+', default=[3. / 4., 4. / 3.], metavar='RATIO',
+                   help='random resize aspect ratio')
+    g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
+    g.add_argument('--vflip', type=float, default=0., help='vertical flip probability')
+    g.add_argument('--color-jitter', type=float, default=0.4, metavar='PCT', help='color jitter factor')
+    g.add_argument('--aa', type=str, default=None, metavar='NAME', help='AutoAugment policy, e.g. rand-m9-mstd0.5')
+    g.add_argument('--reprob', type=float, default=0., metavar='PCT', help='random erase probability')
+    g.add_argument('--remode', type=str, default='pixel', help='random erase mode')
+    g.add_argument('--recount', type=int, default=1, help='random erase count')
+    g.add_argument('--mixup', type=float, default=0.0, help='mixup alpha, mixup enabled if > 0')
+    g.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha, cutmix enabled if > 0')
+    g.add_argument('--cutmix-minmax', type=float, nargs='+', default=None, help='cutmix min/max ratio')
+    g.add_argument('--mixup-prob', type=float, default=1.0, help='probability of mixup or cutmix per batch')
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5, help='probability of cutmix instead of mixup')
+    g.add_argument('--mixup-mode', type=str, default='batch', help='"batch", "pair", or "elem"')
+    g.add_argument('--mixup-off-epoch', default=0, type=int, metavar='N', help='turn mixup off after this epoch')
+    g.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
+    g.add_argument('--train-interpolation', type=str, default='random', help='training interpolation')
+    g.add_argument('--bce-loss', action='store_true', default=False, help='sigmoid binary cross-entropy loss')
+    g.add_argument('--bce-target-thresh', type=float, default=None, help='threshold for binarizing BCE targets')
+    g.add_argument('--jsd-loss', action='store_true', default=False,
+                   help='Jensen-Shannon divergence + CE (timm flag; needs --aug-splits, not supported here)')
+
+    g = _group(parser, 'Model EMA')
+    g.add_argument('--model-ema', action='store_true', default=False, help='track an EMA of model weights')
+    g.add_argument('--model-ema-decay', type=float, default=0.9998, help='EMA decay')
+    g.add_argument('--model-ema-warmup', action='store_true', help='EMA decay warmup')
+
+    g = _group(parser, 'MILe (multi-label iterated learning)')
+    g.add_argument('--mile', action='store_true', default=False,
+                   help='train with MILe: teacher phases on the labels, student phases on the teacher\'s '
+                        'thresholded sigmoid outputs')
+    g.add_argument('--mile-kt', type=int, default=None, metavar='N', help='optimizer updates per teacher phase')
+    g.add_argument('--mile-ks', type=int, default=None, metavar='N', help='optimizer updates per student phase')
+    g.add_argument('--mile-rho', type=float, default=0.25, metavar='RHO', help='pseudo-label threshold on sigmoid')
+    g.add_argument('--mile-keep-labels', action='store_true', default=False,
+                   help='OR the given label into the student targets')
+
+    g = _group(parser, 'ReLabel (label maps + LabelPooling)')
+    g.add_argument('--relabel-maps', default=None, metavar='PATH_OR_REPO',
+                   help='label-map dataset (folder from `timm-multilabel annotate`/`import-relabel`, or a Hub id): '
+                        'train on per-crop soft targets pooled from the maps')
+    g.add_argument('--relabel-fill', type=float, default=0.0, metavar='F',
+                   help='logit of classes outside a cell\'s top-k (0 as in the official code)')
+    g.add_argument('--relabel-mode', default='local', choices=['local', 'global', 'local-hard', 'global-hard'],
+                   help='Table 2 variants: pool over the crop (local) or the whole image (global); '
+                        '-hard takes the argmax')
+
+    g = _group(parser, 'Run')
+    g.add_argument('--seed', type=int, default=42, metavar='S', help='random seed (also generates digits-grid)')
+    g.add_argument('--log-interval', type=int, default=50, metavar='N', help='batches between log lines')
+    g.add_argument('--checkpoint-hist', type=int, default=10, metavar='N', help='number of checkpoints to keep')
+    g.add_argument('-j', '--workers', type=int, default=4, metavar='N', help='data loading processes per rank')
+    g.add_argument('--amp', action='store_true', default=False, help='mixed precision (Accelerate autocast)')
+    g.add_argument('--amp-dtype', default='float16', type=str, help='float16 or bfloat16 (bfloat16 on CPU)')
+    g.add_argument('--output', default='', type=str, metavar='DIR',
+                   help='folder for summary, checkpoints, curves and the Hugging Face model folder '
+                        '(default ./output/train/<experiment>)')
+    g.add_argument('--experiment', default='', type=str, metavar='NAME', help='run name (sub-folder of ./output/train)')
+    g.add_argument('--overwrite', action='store_true', default=False, help='reuse an --output that holds another run')
+    g.add_argument('--eval-metric', default='top1', type=str, metavar='METRIC',
+                   help='metric that picks the best checkpoint: top1, real_acc, real_f1@0.25, mAP, loss')
+    g.add_argument('--push-to-hub', default=None, metavar='REPO_ID', help='upload the model folder at the end')
+    g.add_argument('--hub-private', action='store_true', default=False, help='make the Hub repo private')
+    g.add_argument('--debug', action='store_true', default=False, help='full tracebacks on errors')
+    return parser
+
+
+def _flag_names(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, str]:
+    """Parse train.py's arguments; returns (args, yaml text of the resolved args)."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pre, _ = parser.parse_known_args(argv)  # dataset and config file, to layer defaults
+
+    cfg: Dict[str, Any] = {}
+    if pre.config:
+        try:
+            with open(pre.config) as f:
+                cfg = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise UserError(f'--config {pre.config}: cannot read ({e.strerror})')
+        except yaml.YAMLError as e:
+            raise UserError(f'--config {pre.config}: not valid YAML ({str(e).splitlines()[0]})')
+        if not isinstance(cfg, dict):
+            raise UserError(f'--config {pre.config}: expected a mapping of flag names to values')
+        known = _flag_names(parser)
+        cfg = {k.replace('-', '_'): v for k, v in cfg.items()}
+        unknown = sorted(k for k in cfg if k not in known)
+        if unknown:
+            raise UserError(f'--config {pre.config}: unknown key(s) {", ".join(unknown)}')
+
+    dataset = cfg.get('dataset', pre.dataset)
+    parser.set_defaults(**DATASET_DEFAULTS.get(dataset, {}))
+    parser.set_defaults(**cfg)
+    args = parser.parse_args(argv)
+    if args.data_dir is None:
+        args.data_dir = args.data_dir_pos
+    del args.data_dir_pos
+    args_text = yaml.safe_dump(vars(args), default_flow_style=False, sort_keys=True)
+    return args, args_text
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse flag combinations that cannot work, in one line, before any work is done."""
+    if args.batch_size < 1:
+        raise UserError(f'--batch-size {args.batch_size}: must be >= 1')
+    if args.grad_accum_steps < 1:
+        raise UserError(f'--grad-accum-steps {args.grad_accum_steps}: must be >= 1')
+    if args.epochs < 1:
+        raise UserError(f'--epochs {args.epochs}: must be >= 1')
+    if args.jsd_loss:
+        raise UserError('--jsd-loss needs timm\'s augmentation splits (--aug-splits), which this train.py does not '
+                        'provide; use timm\'s train.py for JSD')
+    mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    if mixing and args.batch_size % 2:
+        raise UserError(f'--batch-size {args.batch_size}: Mixup/CutMix mix each sample with its mirror in the batch '
+                        f'and need an even batch size')
+    if mixing and args.mixup_mode not in ('batch', 'pair', 'elem'):
+        raise UserError(f'--mixup-mode {args.mixup_mode}: expected batch, pair or elem')
+    if args.dataset != 'digits-grid' and not args.data_dir and not args.dataset.startswith(('hfds/', 'hfids/')):
+        raise UserError(f'--dataset {args.dataset or "(image folder)"} needs --data-dir')
+    if args.amp and args.amp_dtype not in ('float16', 'bfloat16'):
+        raise UserError(f'--amp-dtype {args.amp_dtype}: expected float16 or bfloat16')
+    if len(args.scale) != 2 or len(args.ratio) != 2:
+        raise UserError('--scale and --ratio take two numbers each')
+    if args.relabel_mode != 'local' and not args.relabel_maps:
+        raise UserError(f'--relabel-mode {args.relabel_mode} needs --relabel-maps')

@@ -1,0 +1,163 @@
+"""Checkpoints for train.py: timm's checkpoint layout, written atomically, loaded safely.
+
+A checkpoint is a dict with timm's keys (``epoch``, ``arch``, ``state_dict``, ``optimizer``,
+``state_dict_ema``, ``metric``, ``version``) plus what an exact resume needs: ``scheduler``,
+``task_state`` (MILe phase, counters, teacher), ``rng`` (python, numpy, torch), ``num_updates``
+and ``args`` as a plain dict (never an argparse.Namespace, so ``weights_only`` loading works).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+LAST = 'last.pth.tar'
+BEST = 'model_best.pth.tar'
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Save to ``path`` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def rng_state() -> Dict[str, Any]:
+    return {
+        'python': random.getstate(),
+        'numpy': _numpy_state_to_plain(np.random.get_state()),
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(_to_python_state(state['python']))
+    np.random.set_state(_numpy_state_from_plain(state['numpy']))
+    torch.set_rng_state(state['torch'])
+    if state.get('cuda') and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def _numpy_state_to_plain(state) -> Dict[str, Any]:
+    # Plain types and tensors only, so weights_only loading accepts it.
+    name, keys, pos, has_gauss, cached = state
+    return {'name': name, 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
+            'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)}
+
+
+def _numpy_state_from_plain(state: Dict[str, Any]):
+    return (state['name'], state['keys'].numpy().astype(np.uint32), state['pos'], state['has_gauss'],
+            state['cached_gaussian'])
+
+
+def _to_python_state(state):
+    # weights_only loading turns the tuple of python's random state into lists.
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+
+def load_checkpoint_file(path: Path) -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a file that fails is named in a UserError.
+
+    timm's own train.py stores ``args`` as an argparse.Namespace: that one class is allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f'checkpoint {path}: no such file')
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise UserError(f'checkpoint {path}: cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})')
+    if not isinstance(ckpt, dict):
+        raise UserError(f'checkpoint {path}: expected a dict, found {type(ckpt).__name__}')
+    return ckpt
+
+
+def resolve_resume_path(resume: str) -> Path:
+    """``--resume`` takes a checkpoint file or a run folder (its ``last.pth.tar``)."""
+    path = Path(resume)
+    if path.is_dir():
+        if (path / LAST).is_file():
+            return path / LAST
+        ckpts = sorted(path.glob('checkpoint-*.pth.tar'), key=lambda p: int(p.stem.split('-')[1].split('.')[0]))
+        if not ckpts:
+            raise UserError(f'--resume {resume}: the folder holds no checkpoint ({LAST} or checkpoint-N.pth.tar)')
+        return ckpts[-1]
+    if not path.exists():
+        raise UserError(f'--resume {resume}: no such file or folder')
+    return path
+
+
+class CheckpointKeeper:
+    """Writes ``checkpoint-<epoch>.pth.tar`` each epoch, keeps the best ``max_history`` by metric,
+    and maintains ``last.pth.tar`` and ``model_best.pth.tar`` (timm's CheckpointSaver layout)."""
+
+    def __init__(self, output_dir: Path, decreasing: bool = False, max_history: int = 10):
+        self.output_dir = Path(output_dir)
+        self.decreasing = decreasing
+        self.max_history = max(1, max_history)
+        self.history: List[tuple] = []  # (metric, epoch)
+        self.best_metric: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+
+    def state(self) -> Dict[str, Any]:
+        return {'history': self.history, 'best_metric': self.best_metric, 'best_epoch': self.best_epoch}
+
+    def load_state(self, state: Optional[Dict[str, Any]]) -> None:
+        if state:
+            self.history = [tuple(h) for h in state.get('history', [])]
+            self.best_metric = state.get('best_metric')
+            self.best_epoch = state.get('best_epoch')
+
+    def _better(self, a: float, b: Optional[float]) -> bool:
+        if b is None:
+            return True
+        return a < b if self.decreasing else a > b
+
+    def save(self, checkpoint: Dict[str, Any], epoch: int, metric: Optional[float]) -> bool:
+        """Save this epoch's checkpoint; returns True when it is the new best."""
+        path = self.output_dir / f'checkpoint-{epoch}.pth.tar'
+        is_best = metric is not None and self._better(metric, self.best_metric)
+        if is_best:
+            self.best_metric, self.best_epoch = metric, epoch
+        checkpoint['keeper'] = self.state()
+        atomic_torch_save(checkpoint, path)
+        tmp = self.output_dir / f'.{LAST}.tmp'
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, self.output_dir / LAST)
+        if is_best:
+            tmp = self.output_dir / f'.{BEST}.tmp'
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, self.output_dir / BEST)
+        self.history.append((metric if metric is not None else float('nan'), epoch))
+        self._prune()
+        return is_best
+
+    def _prune(self) -> None:
+        def key(h):
+            m = h[0]
+            if m != m:  # nan: worst
+                return float('inf')
+            return m if self.decreasing else -m
+        ranked = sorted(self.history, key=key)
+        keep, drop = ranked[:self.max_history], ranked[self.max_history:]
+        for _, epoch in drop:
+            p = self.output_dir / f'checkpoint-{epoch}.pth.tar'
+            if p.exists():
+                p.unlink()
+        self.history = sorted(keep, key=lambda h: h[1])

@@ -1,0 +1,111 @@
+"""What a run leaves for people: the per-epoch CSV, training curves, summary.json, a table."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+METRIC_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP')
+METRIC_TITLES = {
+    'top1': 'top-1 (%)', 'real_acc': 'ReaL acc (%)', 'real_f1@0.25': 'ReaL-F1@0.25 (%)',
+    'real_f1@0.5': 'ReaL-F1@0.5 (%)', 'label_coverage@0.25': 'coverage@0.25', 'mAP': 'mAP (%)',
+}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + '\n')
+
+
+def _json_default(o):
+    if hasattr(o, 'item'):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def write_epoch_log(path: Path, rows: List[Dict[str, Any]]) -> None:
+    """Rewrite the per-epoch CSV (one row an epoch; rewriting keeps it right after a resume)."""
+    if not rows:
+        return
+    fields: List[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    tmp = Path(path).with_name(f'.{Path(path).name}.tmp-{os.getpid()}')
+    with open(tmp, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k)) for k in fields})
+    os.replace(tmp, path)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return '' if math.isnan(v) else f'{v:.6g}'
+    return '' if v is None else v
+
+
+def plot_curves(path: Path, rows: List[Dict[str, Any]], title: str = '') -> Optional[Path]:
+    """Training loss and evaluation metrics per epoch, as a PNG."""
+    if not rows:
+        return None
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    epochs = [r['epoch'] for r in rows]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [r.get('train_loss') for r in rows], marker='o', label='train loss')
+    if any(r.get('eval_loss') is not None for r in rows):
+        ax_loss.plot(epochs, [r.get('eval_loss') for r in rows], marker='o', label='eval loss')
+    ax_loss.set_xlabel('epoch')
+    ax_loss.set_ylabel('loss')
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    for key in ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'mAP'):
+        values = [r.get(key) for r in rows]
+        if any(v is not None for v in values):
+            ax_metric.plot(epochs, [float('nan') if v is None else v for v in values], marker='o',
+                           label=METRIC_TITLES[key])
+    ax_metric.set_xlabel('epoch')
+    ax_metric.set_ylabel('%')
+    ax_metric.legend(fontsize=8)
+    ax_metric.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f'.{Path(path).name}.tmp-{os.getpid()}.png')
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def results_table(metrics: Dict[str, Any], extra: Optional[Dict[str, Any]] = None) -> str:
+    """A two-column text table of the final metrics."""
+    rows = [(METRIC_TITLES[k], metrics.get(k)) for k in METRIC_KEYS]
+    rows += list((extra or {}).items())
+    width = max(len(name) for name, _ in rows)
+    lines = [f'{"metric":<{width}}  value', f'{"-" * width}  ------']
+    for name, value in rows:
+        if value is None:
+            text = 'n/a'
+        elif isinstance(value, float):
+            text = f'{value:.2f}'
+        else:
+            text = str(value)
+        lines.append(f'{name:<{width}}  {text}')
+    return '\n'.join(lines)

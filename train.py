@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Train a timm classifier with multi-label supervision recovered from single labels.
+
+timm's train.py flags with timm's meanings, on Hugging Face Accelerate:
+
+    python train.py                                    # small ResNet on built-in digits-grid
+    python train.py --mile --mile-kt 60 --mile-ks 30 --mile-rho 0.1
+    python train.py --data-dir /imagenet --dataset '' --model resnet50 --relabel-maps org/relabel-maps
+    accelerate launch train.py -c config.yaml           # many GPUs / nodes
+
+The loop reads top to bottom: data, model, loss and task, optimizer and schedule, Accelerate's
+``prepare``, then epochs of (train, evaluate, checkpoint). Everything else is in
+``timm_multilabel.training``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from timm.data import Mixup, create_transform, resolve_data_config
+from timm.models import create_model, load_checkpoint
+from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+from timm.task import ClassificationTask
+from timm.utils import ModelEmaV3, dispatch_clip_grad
+from tqdm.auto import tqdm
+
+from timm_multilabel import UserError, create_loss, create_task
+from timm_multilabel.data import create_dataset, get_class_names, get_num_classes, get_real_labels
+from timm_multilabel.training.args import check_args, parse_args
+from timm_multilabel.training.checkpoint import (
+    CheckpointKeeper, load_checkpoint_file, resolve_resume_path, rng_state, set_rng_state)
+from timm_multilabel.training.evaluate import IndexedDataset, evaluate
+from timm_multilabel.training.report import (
+    METRIC_KEYS, plot_curves, results_table, write_epoch_log, write_json)
+
+_logger = logging.getLogger('train')
+
+
+def resolve_output_dir(args) -> Path:
+    """The run folder; one that holds another run is refused unless --resume or --overwrite."""
+    if args.output:
+        out = Path(args.output)
+    else:
+        name = args.experiment or '-'.join([time.strftime('%Y%m%d-%H%M%S'), args.model.replace('/', '_')])
+        out = Path('output/train') / name
+    if out.exists() and not out.is_dir():
+        raise UserError(f'--output {out}: exists and is not a folder')
+    holds_run = out.is_dir() and any((out / f).exists() for f in ('summary.json', 'args.yaml', 'last.pth.tar'))
+    if holds_run and not (args.resume or args.overwrite):
+        raise UserError(f'--output {out}: holds another run; pass --resume {out} to continue it or --overwrite')
+    return out
+
+
+def scaled_lr(args, world_size: int) -> float:
+    """timm's rule: --lr if given, else --lr-base scaled by the global batch size."""
+    if args.lr is not None:
+        return args.lr
+    global_batch = args.batch_size * world_size * args.grad_accum_steps
+    ratio = global_batch / args.lr_base_size
+    scale = args.lr_base_scale or ('sqrt' if any(o in args.opt.lower() for o in ('ada', 'lamb')) else 'linear')
+    return args.lr_base * (ratio ** 0.5 if scale == 'sqrt' else ratio)
+
+
+def build_mixup(args, num_classes: int, dense_targets: bool) -> Optional[Mixup]:
+    if not (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
+        return None
+    return Mixup(
+        mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+        prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+        label_smoothing=0.0 if dense_targets else args.smoothing, num_classes=num_classes,
+        multi_label=dense_targets,
+    )
+
+
+def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerator, args, mixup_fn,
+                    num_updates: int) -> Dict[str, Any]:
+    task.train()
+    if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+        mixup_fn.mixup_enabled = False
+    loss_sum, loss_count = torch.zeros((), dtype=torch.float64), 0
+    bar = tqdm(loader, desc=f'epoch {epoch}', disable=not accelerator.is_main_process, leave=False,
+               dynamic_ncols=True, unit='batch')
+    start = time.time()
+    for batch_idx, (images, target) in enumerate(bar):
+        if mixup_fn is not None:
+            images, target = mixup_fn(images, target)
+        if args.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                out = task(images, target)
+            loss = out['loss']
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.clip_grad is not None:
+                if args.clip_mode == 'norm':
+                    accelerator.clip_grad_norm_(model.parameters(), args.clip_grad)
+                elif args.clip_mode == 'value':
+                    accelerator.clip_grad_value_(model.parameters(), args.clip_grad)
+                else:
+                    dispatch_clip_grad(model.parameters(), args.clip_grad, mode=args.clip_mode)
+            optimizer.step()
+            optimizer.zero_grad()
+        if accelerator.sync_gradients:
+            num_updates += 1
+            if hasattr(task, 'step'):
+                task.step()  # MILe advances its teacher/student schedule once per update
+            task.update_ema(step=num_updates)
+            scheduler.step_update(num_updates=num_updates)
+        loss_sum += loss.detach().double().cpu()
+        loss_count += 1
+        if accelerator.is_main_process and (batch_idx % args.log_interval == 0):
+            postfix = {'loss': f'{loss.item():.4f}', 'lr': f'{optimizer.param_groups[0]["lr"]:.2e}'}
+            if hasattr(task, 'phase'):
+                postfix['phase'] = task.phase
+            bar.set_postfix(postfix)
+    # Average the training loss over ranks so every process logs the same number.
+    mean = accelerator.reduce(torch.tensor([loss_sum.item(), loss_count], device=accelerator.device), 'sum')
+    return {'train_loss': (mean[0] / mean[1].clamp(min=1)).item(), 'num_updates': num_updates,
+            'epoch_seconds': time.time() - start, 'lr': optimizer.param_groups[0]['lr']}
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Run training; returns the summary dict written to ``summary.json``."""
+    args, args_text = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    try:
+        return run(args, args_text)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f'train.py: error: {e}', file=sys.stderr)
+        sys.exit(2)
+
+
+def run(args, args_text: str) -> Dict[str, Any]:
+    check_args(args)
+    method: Dict[str, Any] = {'name': 'baseline'}
+    if args.mile:
+        from timm_multilabel.mile import check_mile_args, mile_kwargs_from_args
+        check_mile_args(args)
+        method = {'name': 'mile', **mile_kwargs_from_args(args)}
+    output_dir = resolve_output_dir(args)
+
+    mixed_precision = 'no'
+    if args.amp:
+        mixed_precision = 'bf16' if (args.amp_dtype == 'bfloat16' or not torch.cuda.is_available()) else 'fp16'
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # gloo process groups when there is no GPU
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=args.grad_accum_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        step_scheduler_with_optimizer=False,
+    )
+    is_main = accelerator.is_main_process
+    if not is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    set_seed(args.seed)
+
+    # ---- data ----
+    dataset_train = create_dataset(
+        args.dataset, root=args.data_dir, split=args.train_split, is_training=True, seed=args.seed,
+        num_samples=args.train_num_samples)
+    dataset_eval = create_dataset(
+        args.dataset, root=args.data_dir, split=args.val_split, is_training=False, seed=args.seed,
+        num_samples=args.val_num_samples)
+    num_classes = args.num_classes or get_num_classes(dataset_train)
+    if not num_classes:
+        raise UserError('cannot tell the number of classes of this dataset; pass --num-classes')
+    real_labels = get_real_labels(dataset_eval)
+    if args.real_labels:
+        from timm_multilabel.data.real_labels import check_real_labels, load_real_labels
+        real_labels = load_real_labels(None if args.real_labels == 'timm' else args.real_labels)
+        check_real_labels(real_labels, len(dataset_eval), where=f'--real-labels {args.real_labels}')
+
+    # ---- model ----
+    model_kwargs = dict(args.model_kwargs)
+    if args.in_chans is not None:
+        model_kwargs['in_chans'] = args.in_chans
+    if args.pretrained_path:
+        if not Path(args.pretrained_path).is_file():
+            raise UserError(f'--pretrained-path {args.pretrained_path}: no such file')
+        model_kwargs['pretrained_cfg_overlay'] = dict(file=args.pretrained_path)
+    model = create_model(
+        args.model, pretrained=args.pretrained or bool(args.pretrained_path), num_classes=num_classes,
+        drop_rate=args.drop, drop_path_rate=args.drop_path, **model_kwargs)
+    if args.initial_checkpoint:
+        load_checkpoint(model, args.initial_checkpoint, weights_only=True)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    data_config = resolve_data_config(vars(args), model=model, verbose=False)
+
+    transform_train = create_transform(
+        data_config['input_size'], is_training=not args.no_aug, no_aug=args.no_aug, scale=args.scale,
+        ratio=args.ratio, hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter,
+        auto_augment=args.aa, interpolation=args.train_interpolation, mean=data_config['mean'],
+        std=data_config['std'], re_prob=args.reprob, re_mode=args.remode, re_count=args.recount,
+        train_crop_mode=args.train_crop_mode)
+    transform_eval = create_transform(
+        data_config['input_size'], is_training=False, interpolation=data_config['interpolation'],
+        mean=data_config['mean'], std=data_config['std'], crop_pct=data_config['crop_pct'],
+        crop_mode=data_config.get('crop_mode'))
+    dataset_eval.transform = transform_eval
+
+    collate_fn = None
+    dense_targets = False
+    if args.relabel_maps:
+        from timm_multilabel.training.relabel import build_relabel_training
+        dataset_train, collate_fn = build_relabel_training(args, dataset_train, data_config, num_classes)
+        dense_targets = True
+        method = {**method, 'name': 'mile+relabel' if args.mile else 'relabel', 'maps': args.relabel_maps,
+                  'fill': args.relabel_fill, 'mode': args.relabel_mode}
+    else:
+        dataset_train.transform = transform_train
+
+    loader_train = torch.utils.data.DataLoader(
+        dataset_train, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
+        collate_fn=collate_fn, persistent_workers=args.workers > 0, pin_memory=torch.cuda.is_available())
+    loader_eval = torch.utils.data.DataLoader(
+        IndexedDataset(dataset_eval), batch_size=args.validation_batch_size or args.batch_size, shuffle=False,
+        num_workers=args.workers, pin_memory=torch.cuda.is_available())
+    if len(loader_train) < accelerator.num_processes:
+        raise UserError(f'the training set has {len(dataset_train)} samples, fewer than one batch of '
+                        f'{args.batch_size} per process; lower --batch-size')
+
+    # ---- loss, optimizer, schedule ----
+    mixup_fn = build_mixup(args, num_classes, dense_targets)
+    sigmoid_model = args.bce_loss or args.mile
+    soft_targets = mixup_fn is not None or dense_targets
+    criterion = create_loss('bce' if sigmoid_model else 'cross_entropy', smoothing=args.smoothing,
+                            soft_targets=soft_targets, target_threshold=args.bce_target_thresh)
+    args.lr = scaled_lr(args, accelerator.num_processes)
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args))
+
+    model, optimizer, loader_train, loader_eval = accelerator.prepare(model, optimizer, loader_train, loader_eval)
+    updates_per_epoch = math.ceil(len(loader_train) / args.grad_accum_steps)
+    scheduler, _ = create_scheduler_v2(optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
+
+    if args.mile:
+        task = create_task('mile', model=model, criterion=criterion, num_classes=num_classes,
+                           autocast=accelerator.autocast, device=accelerator.device, **mile_kwargs_from_args(args))
+    else:
+        task = ClassificationTask(model, criterion=criterion, device=accelerator.device, verbose=False)
+    if args.model_ema:
+        task.trainable_module_ema = ModelEmaV3(
+            accelerator.unwrap_model(model), decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
+
+    # ---- resume ----
+    keeper = CheckpointKeeper(output_dir, decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist)
+    start_epoch, num_updates, history = 0, 0, []
+    if args.resume:
+        resume_path = resolve_resume_path(args.resume)
+        ckpt = load_checkpoint_file(resume_path)
+        try:
+            task.load_checkpoint_state(ckpt['state_dict'], ckpt.get('task_state'))
+            if args.model_ema and 'state_dict_ema' in ckpt:
+                task.get_trainable_module(ema=True).module.load_state_dict(ckpt['state_dict_ema'])
+            if not args.no_resume_opt:
+                optimizer.load_state_dict(ckpt['optimizer'])
+                scheduler.load_state_dict(ckpt['scheduler'])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(f'checkpoint {resume_path}: does not fit this run ({str(e).splitlines()[0][:200]})')
+        start_epoch = ckpt['epoch'] + 1
+        num_updates = ckpt.get('num_updates', start_epoch * updates_per_epoch)
+        history = list(ckpt.get('history', []))
+        keeper.load_state(ckpt.get('keeper'))
+        if 'rng' in ckpt:
+            set_rng_state(ckpt['rng'][min(accelerator.process_index, len(ckpt['rng']) - 1)])
+        _logger.info(f'resumed from {resume_path} at epoch {start_epoch}')
+    if args.start_epoch is not None:
+        start_epoch = args.start_epoch
+    if start_epoch > 0:
+        scheduler.step(start_epoch)
+
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / 'args.yaml').write_text(args_text)
+        _logger.info(
+            f'{args.model} on {args.dataset or args.data_dir}: {len(dataset_train)} train / {len(dataset_eval)} eval '
+            f'samples, {num_classes} classes, input {tuple(data_config["input_size"])}, {accelerator.num_processes} '
+            f'process(es) on {accelerator.device}, method {method["name"]}, lr {args.lr:.3g}, output {output_dir}')
+
+    probs_kind = 'sigmoid' if sigmoid_model else 'softmax'
+    train_seconds = sum(r.get('epoch_seconds', 0.0) for r in history)
+    eval_metrics: Dict[str, Any] = history[-1] if history else {}
+    for epoch in range(start_epoch, args.epochs):
+        loader_train.set_epoch(epoch)
+        train_stats = train_one_epoch(epoch, task, model, loader_train, optimizer, scheduler, accelerator, args,
+                                      mixup_fn, num_updates)
+        num_updates = train_stats['num_updates']
+        train_seconds += train_stats['epoch_seconds']
+        scheduler.step(epoch + 1, eval_metrics.get(args.eval_metric))
+
+        eval_model = task.get_eval_model(ema=args.model_ema) if args.model_ema else model
+        eval_metrics = evaluate(eval_model, loader_eval, accelerator, real_labels, probs_kind,
+                                autocast=accelerator.autocast, channels_last=args.channels_last)
+        row = {'epoch': epoch, **train_stats, 'eval_loss': eval_metrics['loss'],
+               **{k: eval_metrics.get(k) for k in METRIC_KEYS}}
+        if hasattr(task, 'state_summary'):
+            row.update({f'mile_{k}': v for k, v in task.state_summary().items() if k in ('generation', 'phase')})
+        history.append(row)
+        metric = eval_metrics.get(args.eval_metric) if args.eval_metric != 'loss' else eval_metrics['loss']
+
+        gathered_rng = accelerator.gather_for_metrics([rng_state()], use_gather_object=True) \
+            if accelerator.num_processes > 1 else [rng_state()]
+        if is_main:
+            ckpt = {
+                'epoch': epoch, 'arch': args.model, 'version': 2, 'num_updates': num_updates,
+                'args': vars(args), 'metric': metric, 'history': history, 'rng': gathered_rng,
+                'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+                **task.get_checkpoint_state(),
+            }
+            if args.model_ema:
+                ckpt.update(task.get_checkpoint_state(ema=True))
+            keeper.save(ckpt, epoch, metric)
+            write_epoch_log(output_dir / 'summary.csv', history)
+            plot_curves(output_dir / 'curves.png', history, title=f'{args.model} on {args.dataset or "images"}')
+            _logger.info(
+                f'epoch {epoch}: train loss {train_stats["train_loss"]:.4f}  ' + '  '.join(
+                    f'{k} {eval_metrics[k]:.2f}' for k in METRIC_KEYS if eval_metrics.get(k) is not None))
+        accelerator.wait_for_everyone()
+
+    summary = {
+        'metrics': {k: eval_metrics.get(k) for k in METRIC_KEYS},
+        'world_size': accelerator.num_processes,
+        'eval_samples': eval_metrics.get('eval_samples'),
+        'test_size': len(dataset_eval),
+        'train_seconds': train_seconds,
+        'epochs': args.epochs,
+        'num_updates': num_updates,
+        'method': method,
+        'best': {'metric': args.eval_metric, 'value': keeper.best_metric, 'epoch': keeper.best_epoch},
+        'args': vars(args),
+    }
+    if hasattr(task, 'state_summary'):
+        summary['mile'] = {k: v for k, v in task.state_summary().items() if k in ('generation', 'phase')}
+    if is_main:
+        write_json(output_dir / 'summary.json', summary)
+        _save_model_folder(args, output_dir, keeper, accelerator.unwrap_model(model), num_classes,
+                           get_class_names(dataset_train), data_config, summary, method)
+        print(results_table(summary['metrics'], {
+            'train seconds': f'{train_seconds:.1f}', 'eval samples': summary['eval_samples'],
+            'processes': accelerator.num_processes}))
+        print(f'output: {output_dir}')
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def _save_model_folder(args, output_dir, keeper, model, num_classes, class_names, data_config, summary, method):
+    """The Hugging Face model folder (best weights by --eval-metric, EMA when enabled); optional push."""
+    try:
+        from timm_multilabel.hub import push_model_folder, save_model_folder
+    except ImportError:
+        return
+    best_path = output_dir / 'model_best.pth.tar'
+    state_dict = None
+    if best_path.is_file():
+        ckpt = load_checkpoint_file(best_path)
+        state_dict = ckpt.get('state_dict_ema') if args.model_ema and 'state_dict_ema' in ckpt else ckpt['state_dict']
+    save_model_folder(
+        model, output_dir, model_name=args.model, num_classes=num_classes, label_names=class_names,
+        data_config=data_config, metrics=summary['metrics'], method=method,
+        dataset=args.dataset or str(args.data_dir), args=summary['args'], state_dict=state_dict)
+    if args.push_to_hub:
+        push_model_folder(output_dir, args.push_to_hub, private=args.hub_private)
+
+
+if __name__ == '__main__':
+    main()
