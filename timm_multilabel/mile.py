@@ -1,0 +1,497 @@
+"""MILe: multi-label iterated learning as a timm training task.
+
+Algorithm 1 of Rajeswar et al., "Multi-label Iterated Learning for Image Classification with
+Label Ambiguity" (CVPR 2022), as a :class:`timm.task.TrainingTask`:
+
+* **teacher phase** (``kt`` optimizer updates): the model trains with sigmoid BCE on the given
+  targets (class indices become one-hot; dense ``[B, C]`` targets from Mixup/CutMix or
+  LabelPooling are used as they are);
+* **switch**: a frozen copy of the model becomes the teacher;
+* **student phase** (``ks`` updates): the same model trains with BCE on the teacher's
+  pseudo-labels ``sigmoid(teacher(x)) > rho`` for the same augmented batch ``x``; then the
+  next teacher phase starts from the student's weights. The optimizer state carries on.
+
+The training loop calls :meth:`MILeTask.step` once after every optimizer update (with gradient
+accumulation: once per update, not per micro-batch)::
+
+    task = MILeTask(model, kt=300, ks=100, rho=0.25, autocast=amp_autocast)
+    optimizer = create_optimizer_v2(task.get_trainable_module(), ...)
+    for x, y in loader:
+        with amp_autocast():
+            loss = task(x, y)['loss']
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        task.step()   # advances the MILe schedule; copies the teacher at a phase switch
+
+How the teacher stays out of the way: it lives in a plain Python object
+(:class:`_TeacherSlot`), not in a registered submodule, so ``task.parameters()``,
+``task.state_dict()``, ``get_trainable_module()``, ``get_eval_model()``, DDP/Accelerate
+wrapping and EMA never see it. It is saved only through :meth:`MILeTask.get_task_state`
+(checkpoint key ``task_state``, and only while a student phase is running). ``task.to()`` /
+``.half()`` move it with the task (see :meth:`MILeTask._apply`).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.task import TrainingTask
+from timm.utils.model import unwrap_model
+
+from .errors import UserError
+from .registry import register_task
+
+_logger = logging.getLogger(__name__)
+
+__all__ = [
+    'MILeTask', 'create_mile_task', 'add_mile_arguments', 'mile_kwargs_from_args', 'check_mile_args',
+    'DEFAULT_KT', 'DEFAULT_KS', 'DEFAULT_RHO',
+]
+
+TEACHER = 'teacher'
+STUDENT = 'student'
+PHASES = (TEACHER, STUDENT)
+
+# Defaults. The paper (Sec. 3, 4.4, Fig. 3) gives guidance, not one setting: keep kt much
+# smaller than the number of updates in an epoch (a teacher that trains long overfits the
+# one-hot labels), ks <= kt (a student that imitates long overfits the teacher; large ks hurts
+# most), small values of both work best; rho = 0.25 on ImageNet, 0.1 on multi-label digits
+# (lower rho -> more labels per image, better ReaL-F1). kt=300 / ks=100 are our defaults for
+# ImageNet-scale runs (~5000 updates per epoch); scale them with the epoch length for small
+# data sets, and sweep with ``benchmarks/mile_digits.py --sweep``.
+DEFAULT_KT = 300
+DEFAULT_KS = 100
+DEFAULT_RHO = 0.25
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"MILe {name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _check_rho(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0. < float(value) < 1.:
+        raise UserError(f"MILe rho (pseudo-label threshold) must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+class _TeacherSlot:
+    """Holds the frozen teacher outside nn.Module registration (plain object attribute).
+
+    ``model`` is the frozen copy; ``forward`` the callable run on batches (the model, or a
+    torch.compile of it when :meth:`MILeTask.compile` was used).
+    """
+
+    def __init__(self):
+        self.model: Optional[nn.Module] = None
+        self.forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+
+class MILeTask(TrainingTask):
+    """Multi-label iterated learning (MILe): alternating teacher/student phases on one model.
+
+    Args:
+        model: The model to train (``[B, ...] -> logits [B, C]``); may already be wrapped
+            (DDP, Accelerate, ``torch.compile``): the teacher is copied from the unwrapped model.
+        kt: Optimizer updates per teacher phase (>= 1).
+        ks: Optimizer updates per student phase (>= 1); the paper advises ``ks <= kt``.
+        rho: Pseudo-label threshold on the teacher's sigmoid probabilities, in (0, 1).
+        keep_labels: OR the given label into the student target (the authors'
+            ``iterative_groundtruth``); for dense targets the OR is an element-wise max.
+        num_classes: Expected number of logits, checked against the model output when given.
+        criterion: Loss ``criterion(logits [B, C], dense target [B, C]) -> scalar``; default
+            ``nn.BCEWithLogitsLoss()``. Label smoothing does not belong here: the student's
+            targets are binary by construction.
+        autocast: Context-manager factory of the training autocast (e.g. ``amp_autocast`` or
+            ``accelerator.autocast``), used around the teacher's forward; default no autocast.
+        device: Device for task tensors/buffers.
+        dtype: Dtype for task tensors/buffers.
+        verbose: Enable info logging.
+
+    Targets given to :meth:`forward`: class indices ``[B]`` (int; ``-1`` marks an unlabeled
+    sample: no loss in the teacher phase, the teacher's pseudo-labels only in the student phase),
+    or dense float ``[B, C]`` (every row is labeled; an all-zero row means "no class").
+    """
+
+    def __init__(
+            self,
+            model: nn.Module,
+            kt: int,
+            ks: int,
+            rho: float = DEFAULT_RHO,
+            keep_labels: bool = False,
+            num_classes: Optional[int] = None,
+            criterion: Optional[Union[nn.Module, Callable]] = None,
+            autocast: Optional[Callable[[], ContextManager]] = None,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+            verbose: bool = True,
+    ):
+        super().__init__(device=device, dtype=dtype, verbose=verbose)
+        self.kt = _check_count('kt', kt)
+        self.ks = _check_count('ks', ks)
+        self.rho = _check_rho(rho)
+        self.keep_labels = bool(keep_labels)
+        if num_classes is not None:
+            _check_count('num_classes', num_classes)
+        self.num_classes = num_classes
+        self.autocast = autocast if autocast is not None else nullcontext
+
+        self.trainable_module = model
+        if criterion is None:
+            criterion = nn.BCEWithLogitsLoss()
+        if isinstance(criterion, nn.Module):
+            criterion = criterion.to(device=self.device)
+        self.criterion = criterion
+
+        self.phase = TEACHER
+        self.updates_in_phase = 0
+        self.generation = 0
+        self.updates = 0
+        self._teacher = _TeacherSlot()
+        self._compile_args: Optional[Dict[str, Any]] = None
+
+        if self.verbose:
+            _logger.info(
+                f"MILeTask: kt={self.kt}, ks={self.ks}, rho={self.rho}, keep_labels={self.keep_labels}, "
+                f"criterion={type(self.criterion).__name__}")
+
+    # ----------------------------------------------------------------------------- teacher
+
+    @property
+    def teacher(self) -> Optional[nn.Module]:
+        """The frozen teacher (eval mode, ``requires_grad=False``), or None before the first switch."""
+        return self._teacher.model
+
+    def _ensure_teacher(self) -> nn.Module:
+        """Create the teacher on first use as a frozen deep copy of the unwrapped model."""
+        if self._teacher.model is None:
+            with torch.no_grad():
+                teacher = copy.deepcopy(unwrap_model(self.trainable_module))
+            teacher.requires_grad_(False)
+            teacher.eval()
+            self._teacher.model = teacher
+            self._teacher.forward = teacher
+            if self._compile_args is not None:
+                self._teacher.forward = torch.compile(teacher, **self._compile_args)
+        return self._teacher.model
+
+    @torch.no_grad()
+    def _copy_teacher(self) -> None:
+        """Copy the unwrapped model's current weights into the teacher, reusing its storage."""
+        teacher = self._ensure_teacher()
+        teacher.load_state_dict(unwrap_model(self.trainable_module).state_dict())
+        teacher.eval()
+
+    def _apply(self, fn, *args, **kwargs):
+        """Move/convert the unregistered teacher together with the task (``.to()``, ``.half()``...)."""
+        result = super()._apply(fn, *args, **kwargs)
+        if self._teacher.model is not None:
+            self._teacher.model._apply(fn, *args, **kwargs)
+        return result
+
+    # ---------------------------------------------------------------------------- schedule
+
+    def step(self) -> bool:
+        """Advance the schedule by one optimizer update; returns True when the phase switched.
+
+        Call once after each ``optimizer.step()`` (not per micro-batch). Finishing the ``kt``-th
+        teacher update copies the model into the teacher and starts the student phase;
+        finishing the ``ks``-th student update starts the next generation's teacher phase.
+        """
+        self.updates += 1
+        self.updates_in_phase += 1
+        if self.phase == TEACHER and self.updates_in_phase >= self.kt:
+            self._copy_teacher()
+            self.phase = STUDENT
+            self.updates_in_phase = 0
+            _logger.debug(f"MILe: generation {self.generation} student phase at update {self.updates}")
+            return True
+        if self.phase == STUDENT and self.updates_in_phase >= self.ks:
+            self.phase = TEACHER
+            self.updates_in_phase = 0
+            self.generation += 1
+            _logger.debug(f"MILe: generation {self.generation} teacher phase at update {self.updates}")
+            return True
+        return False
+
+    def state_summary(self) -> Dict[str, Any]:
+        """Schedule state for logs and summary.json (plain Python values)."""
+        return {
+            'generation': self.generation,
+            'phase': self.phase,
+            'updates': self.updates,
+            'updates_in_phase': self.updates_in_phase,
+            'kt': self.kt,
+            'ks': self.ks,
+            'rho': self.rho,
+            'keep_labels': self.keep_labels,
+        }
+
+    # ----------------------------------------------------------------------------- targets
+
+    def _dense_target(self, target: torch.Tensor, output: torch.Tensor):
+        """Given targets -> (dense float [B, C], labeled mask [B] bool or None when all labeled)."""
+        batch_size, num_classes = output.shape
+        if self.num_classes is not None and num_classes != self.num_classes:
+            raise ValueError(f'MILe: model gives {num_classes} logits, task expects num_classes={self.num_classes}')
+        if target.shape[0] != batch_size:
+            raise ValueError(f'MILe: target batch {target.shape[0]} != input batch {batch_size}')
+        if target.ndim == 1 and not target.is_floating_point():
+            labeled = target >= 0
+            dense = F.one_hot(target.clamp(min=0).long(), num_classes).to(torch.float32)
+            dense = dense * labeled.unsqueeze(1)
+            return dense, labeled
+        if target.ndim == 2 and target.shape[1] == num_classes and target.is_floating_point():
+            return target, None
+        raise ValueError(
+            f'MILe expects class-index targets [B] or dense float targets [B, {num_classes}], '
+            f'got {target.dtype} {tuple(target.shape)}')
+
+    @torch.no_grad()
+    def pseudo_labels(self, input: torch.Tensor) -> torch.Tensor:
+        """The teacher's multi-label targets ``(sigmoid(teacher(input)) > rho)``: float 0/1 ``[B, C]``."""
+        if self._teacher.model is None:
+            raise RuntimeError('MILe: no teacher yet; pseudo-labels exist only after the first teacher phase')
+        with torch.inference_mode(), self.autocast():
+            probs = self._teacher.forward(input).float().sigmoid()
+            labels = (probs > self.rho).to(torch.float32)
+        return labels.clone()  # a normal tensor (inference tensors cannot be saved for backward)
+
+    def _masked_loss(self, output: torch.Tensor, dense: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
+        """Loss over labeled rows only; 0 (with a graph) when no row is labeled."""
+        crit = self.criterion
+        if isinstance(crit, nn.BCEWithLogitsLoss) and crit.reduction == 'mean':
+            # sync-free: per-row mean BCE, averaged over labeled rows
+            per_elem = F.binary_cross_entropy_with_logits(
+                output, dense, weight=crit.weight, pos_weight=crit.pos_weight, reduction='none')
+            mask = labeled.to(per_elem.dtype)
+            return (per_elem.mean(dim=1) * mask).sum() / mask.sum().clamp(min=1.)
+        idx = labeled.nonzero().squeeze(1)  # a host sync; only for criteria we cannot mask
+        if idx.numel() == 0:
+            return output.sum() * 0.
+        return crit(output[idx], dense[idx])
+
+    # ----------------------------------------------------------------------------- forward
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Forward pass and loss of the current phase.
+
+        Args:
+            input: Input batch ``[B, ...]`` (already augmented/mixed).
+            target: Class indices ``[B]`` (``-1``: unlabeled) or dense float targets ``[B, C]``.
+
+        Returns:
+            Dictionary containing:
+                - 'loss': BCE of the current phase
+                - 'output': Model logits ``[B, C]``
+                - 'target': Dense float ``[B, C]`` target the loss was computed on (teacher
+                  phase: unlabeled rows are zero and excluded from the loss)
+        """
+        if self.phase == STUDENT:
+            pseudo = self.pseudo_labels(input)
+            output = self.trainable_module(input)
+            given, labeled = self._dense_target(target, output)
+            if self.keep_labels:
+                # element-wise max == OR for 0/1 labels; unlabeled rows of `given` are all zero
+                pseudo = torch.maximum(pseudo, given.to(pseudo.dtype))
+            loss = self.criterion(output, pseudo)
+            return {'loss': loss, 'output': output, 'target': pseudo}
+
+        output = self.trainable_module(input)
+        dense, labeled = self._dense_target(target, output)
+        if labeled is None:
+            loss = self.criterion(output, dense)
+        else:
+            loss = self._masked_loss(output, dense, labeled)
+        return {'loss': loss, 'output': output, 'target': dense}
+
+    # -------------------------------------------------------------- distributed / compile
+
+    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs) -> 'MILeTask':
+        """Wrap the model in DistributedDataParallel; the teacher stays unwrapped and local.
+
+        All ranks hold identical teachers: each copies its (DDP-synchronized) model at the switch.
+        """
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        self.trainable_module = DDP(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
+        return self
+
+    def compile(self, backend: str = 'inductor', mode: Optional[str] = None, **compile_kwargs) -> nn.Module:
+        """Compile the model (train and eval forward) and, once it exists, the teacher's forward."""
+        self._compile_args = dict(backend=backend, mode=mode, **compile_kwargs)
+        self.trainable_module = torch.compile(self.trainable_module, **self._compile_args)
+        self.eval_model = self.trainable_module
+        if self._teacher.model is not None:
+            self._teacher.forward = torch.compile(self._teacher.model, **self._compile_args)
+        return self.trainable_module
+
+    # ----------------------------------------------------------------------- checkpoints
+
+    def get_task_state(self, module: Optional[nn.Module] = None, ema: bool = False) -> Dict[str, Any]:
+        """Schedule counters, settings and (in a student phase) the teacher's state_dict.
+
+        The teacher tensors share storage with the live teacher, as ``state_dict()`` does:
+        serialize (``torch.save``) before training on. EMA checkpoints carry no MILe state.
+        """
+        if ema:
+            return {}
+        state: Dict[str, Any] = {
+            'mile_version': 1,
+            'phase': self.phase,
+            'updates_in_phase': self.updates_in_phase,
+            'generation': self.generation,
+            'updates': self.updates,
+            'kt': self.kt,
+            'ks': self.ks,
+            'rho': self.rho,
+            'keep_labels': self.keep_labels,
+        }
+        if self.phase == STUDENT:
+            state['teacher'] = self._ensure_teacher().state_dict()
+        return state
+
+    def load_task_state(
+            self,
+            state: Optional[Dict[str, Any]],
+            strict: bool = True,
+            module: Optional[nn.Module] = None,
+            ema: bool = False,
+    ) -> None:
+        """Restore the schedule and teacher written by :meth:`get_task_state`.
+
+        With ``strict``, a checkpoint trained with other kt/ks/rho/keep_labels than this task's
+        raises :class:`UserError`; without, this task's settings win and the counters carry on.
+        A missing state (a plain model checkpoint) leaves the schedule at its start.
+        """
+        if ema:
+            return
+        if not state:
+            if self.verbose:
+                _logger.warning('MILe: checkpoint has no MILe task state; the schedule starts at teacher phase 0')
+            return
+        if state.get('phase') not in PHASES:
+            raise UserError(f"MILe checkpoint task_state has no valid 'phase' (got {state.get('phase')!r})")
+        if strict:
+            mismatched = [
+                f"{k}={state[k]!r} (this run: {getattr(self, k)!r})"
+                for k in ('kt', 'ks', 'rho', 'keep_labels') if k in state and state[k] != getattr(self, k)]
+            if mismatched:
+                raise UserError(f"MILe checkpoint was trained with {', '.join(mismatched)}; "
+                                f"use the same --mile-* settings to resume")
+        phase = state['phase']
+        if phase == STUDENT:
+            if 'teacher' not in state:
+                raise UserError("MILe checkpoint is in a student phase but has no 'teacher' weights")
+            teacher = self._ensure_teacher()
+            teacher.load_state_dict(state['teacher'], strict=strict)
+            teacher.eval()
+        self.phase = phase
+        self.updates_in_phase = int(state.get('updates_in_phase', 0))
+        self.generation = int(state.get('generation', 0))
+        self.updates = int(state.get('updates', 0))
+
+
+@register_task('mile')
+def create_mile_task(
+        model: nn.Module,
+        kt: int = DEFAULT_KT,
+        ks: int = DEFAULT_KS,
+        rho: float = DEFAULT_RHO,
+        keep_labels: bool = False,
+        **kwargs,
+) -> MILeTask:
+    """Registry factory: ``create_task('mile', model=model, kt=..., ks=..., rho=..., **kwargs)``."""
+    return MILeTask(model, kt=kt, ks=ks, rho=rho, keep_labels=keep_labels, **kwargs)
+
+
+# ----------------------------------------------------------------------------- CLI glue
+
+_MILE_FLAG_DESTS = ('mile_kt', 'mile_ks', 'mile_rho', 'mile_keep_labels')
+
+
+def add_mile_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the ``--mile*`` flags (an argument group) to a training parser."""
+    group = parser.add_argument_group(
+        'MILe (multi-label iterated learning)',
+        'Sigmoid/BCE training where a teacher trained kt updates on the labels hands its '
+        'thresholded predictions (sigmoid > rho) to a student for ks updates. Paper guidance: '
+        'kt much smaller than an epoch, ks <= kt, low rho (0.25 ImageNet, 0.1 multi-label digits).')
+    group.add_argument('--mile', action='store_true', default=False,
+                       help='train with MILe (multi-label iterated learning)')
+    group.add_argument('--mile-kt', type=int, default=None, metavar='N',
+                       help=f'optimizer updates per teacher phase (default: {DEFAULT_KT})')
+    group.add_argument('--mile-ks', type=int, default=None, metavar='N',
+                       help=f'optimizer updates per student phase, <= kt advised (default: {DEFAULT_KS})')
+    group.add_argument('--mile-rho', type=float, default=None, metavar='R',
+                       help=f'pseudo-label threshold on teacher sigmoid probabilities (default: {DEFAULT_RHO})')
+    group.add_argument('--mile-keep-labels', action='store_true', default=False,
+                       help="OR the given label into the student's pseudo-labels")
+    return group
+
+
+def check_mile_args(args: argparse.Namespace) -> None:
+    """Refuse bad ``--mile*`` values and flags that make no sense with MILe (UserError, one line).
+
+    Refused with ``--mile``: kt/ks < 1; rho outside (0, 1); ``--jsd-loss`` (a softmax loss over
+    AugMix splits); ``--smoothing`` > 0 (student targets are thresholded binary pseudo-labels;
+    smoothing the teacher phase only would make the two phases train on different target
+    scales); knowledge distillation (``--kd-model-name``: MILe is its own teacher-student
+    scheme); a non-BCE ``--loss``. Without ``--mile``, any ``--mile-*`` flag is refused.
+    """
+    if not getattr(args, 'mile', False):
+        given = [d for d in _MILE_FLAG_DESTS if getattr(args, d, None) not in (None, False)]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} needs --mile")
+        return
+    kwargs = mile_kwargs_from_args(args)
+    if kwargs['kt'] < 1:
+        raise UserError(f"--mile-kt must be >= 1, got {kwargs['kt']}")
+    if kwargs['ks'] < 1:
+        raise UserError(f"--mile-ks must be >= 1, got {kwargs['ks']}")
+    if not 0. < kwargs['rho'] < 1.:
+        raise UserError(f"--mile-rho must be in (0, 1), got {kwargs['rho']}")
+    if getattr(args, 'jsd_loss', False):
+        raise UserError('--mile trains sigmoid BCE on thresholded teacher targets; --jsd-loss '
+                        '(softmax Jensen-Shannon over AugMix splits) does not apply')
+    smoothing = getattr(args, 'smoothing', 0.) or 0.
+    if smoothing > 0:
+        raise UserError(f'--mile trains on thresholded teacher targets; label smoothing '
+                        f'(--smoothing {smoothing}) does not apply: pass --smoothing 0')
+    kd = getattr(args, 'kd_model_name', None)
+    if kd:
+        raise UserError(f'--mile is its own teacher-student scheme; it cannot be combined with '
+                        f'knowledge distillation (--kd-model-name {kd})')
+    loss = getattr(args, 'loss', None)
+    if loss not in (None, '', 'bce'):
+        raise UserError(f"--mile trains with sigmoid BCE; --loss {loss} does not apply")
+
+
+def mile_kwargs_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """``--mile*`` flags -> keyword arguments of :func:`create_mile_task` (defaults filled in).
+
+    A BCE ``criterion`` is added when timm's ``--bce-target-thresh`` / ``--bce-sum`` /
+    ``--bce-pos-weight`` flags are present and set.
+    """
+    kwargs: Dict[str, Any] = dict(
+        kt=DEFAULT_KT if getattr(args, 'mile_kt', None) is None else args.mile_kt,
+        ks=DEFAULT_KS if getattr(args, 'mile_ks', None) is None else args.mile_ks,
+        rho=DEFAULT_RHO if getattr(args, 'mile_rho', None) is None else args.mile_rho,
+        keep_labels=bool(getattr(args, 'mile_keep_labels', False)),
+    )
+    thresh = getattr(args, 'bce_target_thresh', None)
+    bce_sum = bool(getattr(args, 'bce_sum', False))
+    pos_weight = getattr(args, 'bce_pos_weight', None)
+    if thresh is not None or bce_sum or pos_weight is not None:
+        from timm.loss import BinaryCrossEntropy
+        kwargs['criterion'] = BinaryCrossEntropy(
+            smoothing=0., target_threshold=thresh, sum_classes=bce_sum, pos_weight=pos_weight)
+    return kwargs
