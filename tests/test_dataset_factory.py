@@ -1,0 +1,108 @@
+"""Dataset factory: digits-grid by name, timm folder datasets, image ids, class info, errors."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from timm_multilabel.data import (
+    DigitsGrid, create_dataset, get_class_names, get_image_ids, get_num_classes, get_real_labels)
+from timm_multilabel.errors import UserError
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """root/train/<class>/<file> and root/validation/<class>/<file>, a few tiny images."""
+    files = {
+        'train': ['cat/c1.jpg', 'cat/c.2.png', 'dog/d1.png'],
+        'validation': ['cat/v1.png', 'dog/sub/v2.jpeg'],
+    }
+    for split, names in files.items():
+        for k, name in enumerate(names):
+            path = tmp_path / split / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new('RGB', (10, 6), (k * 40, 0, 0)).save(path)
+    return tmp_path
+
+
+def test_digits_grid_by_name_and_split_mapping():
+    ds = create_dataset('digits-grid', split='train', seed=3, num_samples=20, cell_size=8)
+    assert isinstance(ds, DigitsGrid) and ds.split == 'train' and len(ds) == 20 and ds.cell_size == 8
+    ref = DigitsGrid('train', num_samples=20, seed=3, cell_size=8)
+    np.testing.assert_array_equal(ds.labels, ref.labels)
+    for split in ('validation', 'val', 'test'):
+        assert create_dataset('digits-grid', split=split, num_samples=5).split == 'test'
+    # timm-only options are ignored, transform is applied
+    ds = create_dataset('digits-grid', split='val', num_samples=5, class_map=None, batch_size=4,
+                        transform=lambda im: im.size)
+    assert ds[0][0] == (48, 48)
+    assert get_image_ids(ds) == [f'test/{i:06d}' for i in range(5)]
+    assert get_real_labels(ds) == [sorted(set(ds.cell_digits(i).ravel().tolist())) for i in range(5)]
+    assert get_num_classes(ds) == 10 and get_class_names(ds) == [str(d) for d in range(10)]
+
+
+def test_subset_ids_and_real_labels():
+    ds = DigitsGrid('test', num_samples=10)
+    sub = torch.utils.data.Subset(ds, [7, 2])
+    assert get_image_ids(sub) == ['test/000007', 'test/000002']
+    assert get_real_labels(sub) == [ds.real_labels[7], ds.real_labels[2]]
+
+
+def test_image_folder_ids_relative_to_split_root(image_folder):
+    ds = create_dataset('', root=str(image_folder), split='train')
+    assert sorted(get_image_ids(ds)) == ['cat/c.2', 'cat/c1', 'dog/d1']
+    # ids follow dataset order: sample i's file is the id plus an extension
+    for i, image_id in enumerate(get_image_ids(ds)):
+        assert ds.filename(i).replace('\\', '/').rsplit('.', 1)[0] == image_id
+    assert get_num_classes(ds) == 2 and get_class_names(ds) == ['cat', 'dog']
+    assert get_real_labels(ds) is None
+    img, target = ds[0]
+    assert img.mode == 'RGB' and target in (0, 1)
+    val = create_dataset('imagefolder', root=str(image_folder), split='validation')
+    assert sorted(get_image_ids(val)) == ['cat/v1', 'dog/sub/v2']
+
+
+def test_image_folder_transform(image_folder):
+    ds = create_dataset('', root=str(image_folder), split='train', transform=lambda im: im.size)
+    assert ds[0][0] == (10, 6)
+
+
+def test_missing_data_dir_is_user_error(tmp_path):
+    missing = tmp_path / 'nope'
+    with pytest.raises(UserError, match=f'--data-dir {missing}: no such directory'):
+        create_dataset('', root=str(missing))
+    with pytest.raises(UserError, match='no such directory'):
+        create_dataset('torch/cifar10', root=str(missing))
+    with pytest.raises(UserError, match='--data-dir is required'):
+        create_dataset('imagefolder', root=None)
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(UserError, match='no images found'):
+        create_dataset('', root=str(tmp_path / 'empty'))
+
+
+def test_bad_digits_option_is_user_error():
+    with pytest.raises(UserError, match='digits-grid'):
+        create_dataset('digits-grid', num_samples=3, no_such_option=1)
+
+
+def test_hf_dataset_ids(tmp_path, monkeypatch):
+    """A local Parquet dataset read through timm's hfds reader: ids from the image_id column, else the index."""
+    datasets = pytest.importorskip('datasets')
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_DATASETS_OFFLINE', '1')
+    imgs = [Image.new('RGB', (4, 4), (i * 60, 0, 0)) for i in range(3)]
+    features = datasets.Features({
+        'image': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b']),
+        'image_id': datasets.Value('string')})
+    hf = datasets.Dataset.from_dict(
+        {'image': imgs, 'label': [0, 1, 0], 'image_id': ['x/1', 'x/2', 'y/3']}, features=features)
+    for name, table in (('with_ids', hf), ('no_ids', hf.remove_columns('image_id'))):
+        (tmp_path / name / 'data').mkdir(parents=True)
+        table.to_parquet(str(tmp_path / name / 'data' / 'train-00000-of-00001.parquet'))
+
+    ds = create_dataset(f'hfds/{tmp_path / "with_ids"}', root=str(tmp_path / 'cache'), split='train')
+    assert get_image_ids(ds) == ['x/1', 'x/2', 'y/3']
+    assert get_class_names(ds) == ['a', 'b'] and get_num_classes(ds) == 2
+    img, target = ds[1]
+    assert target == 1 and np.asarray(img)[0, 0].tolist() == [60, 0, 0]
+    ds = create_dataset(f'hfds/{tmp_path / "no_ids"}', root=str(tmp_path / 'cache'), split='train')
+    assert get_image_ids(ds) == ['0', '1', '2']
