@@ -42,6 +42,7 @@ from typing import Any, Callable, ContextManager, Dict, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.loss import BinaryCrossEntropy
 from timm.task import TrainingTask
 from timm.utils.model import unwrap_model
 
@@ -95,6 +96,27 @@ class _TeacherSlot:
         self.forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
 
+def _elementwise_bce(crit: Any) -> Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """Unreduced ``[B, C]`` form of a mean-reduced BCE criterion (torch's or timm's), else None.
+
+    Lets the teacher phase mask unlabeled rows without a host sync. For timm's
+    BinaryCrossEntropy on dense targets this reproduces its forward (threshold, dense smoothing).
+    """
+    if isinstance(crit, nn.BCEWithLogitsLoss) and crit.reduction == 'mean':
+        return lambda x, t: F.binary_cross_entropy_with_logits(
+            x, t, weight=crit.weight, pos_weight=crit.pos_weight, reduction='none')
+    if isinstance(crit, BinaryCrossEntropy) and crit.reduction == 'mean' and not crit.sum_classes:
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if crit.smooth_dense and crit.smoothing:
+                t = t * (1. - crit.smoothing) + 0.5 * crit.smoothing
+            if crit.target_threshold is not None:
+                t = t.gt(crit.target_threshold).to(dtype=t.dtype)
+            return F.binary_cross_entropy_with_logits(
+                x, t, weight=crit.weight, pos_weight=crit.pos_weight, reduction='none')
+        return fn
+    return None
+
+
 class MILeTask(TrainingTask):
     """Multi-label iterated learning (MILe): alternating teacher/student phases on one model.
 
@@ -108,8 +130,9 @@ class MILeTask(TrainingTask):
             ``iterative_groundtruth``); for dense targets the OR is an element-wise max.
         num_classes: Expected number of logits, checked against the model output when given.
         criterion: Loss ``criterion(logits [B, C], dense target [B, C]) -> scalar``; default
-            ``nn.BCEWithLogitsLoss()``. Label smoothing does not belong here: the student's
-            targets are binary by construction.
+            ``nn.BCEWithLogitsLoss()``. Targets always reach it dense (index targets are
+            one-hot encoded first), so a criterion's index-target smoothing does not apply; the
+            student's targets are binary by construction.
         autocast: Context-manager factory of the training autocast (e.g. ``amp_autocast`` or
             ``accelerator.autocast``), used around the teacher's forward; default no autocast.
         device: Device for task tensors/buffers.
@@ -269,10 +292,10 @@ class MILeTask(TrainingTask):
     def _masked_loss(self, output: torch.Tensor, dense: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
         """Loss over labeled rows only; 0 (with a graph) when no row is labeled."""
         crit = self.criterion
-        if isinstance(crit, nn.BCEWithLogitsLoss) and crit.reduction == 'mean':
+        elementwise = _elementwise_bce(crit)
+        if elementwise is not None:
             # sync-free: per-row mean BCE, averaged over labeled rows
-            per_elem = F.binary_cross_entropy_with_logits(
-                output, dense, weight=crit.weight, pos_weight=crit.pos_weight, reduction='none')
+            per_elem = elementwise(output, dense)
             mask = labeled.to(per_elem.dtype)
             return (per_elem.mean(dim=1) * mask).sum() / mask.sum().clamp(min=1.)
         idx = labeled.nonzero().squeeze(1)  # a host sync; only for criteria we cannot mask
@@ -415,7 +438,8 @@ def create_mile_task(
 
 # ----------------------------------------------------------------------------- CLI glue
 
-_MILE_FLAG_DESTS = ('mile_kt', 'mile_ks', 'mile_rho', 'mile_keep_labels')
+# flag dest -> default value that does not count as "given" (a parser may default rho to DEFAULT_RHO)
+_MILE_FLAG_DEFAULTS = {'mile_kt': DEFAULT_KT, 'mile_ks': DEFAULT_KS, 'mile_rho': DEFAULT_RHO, 'mile_keep_labels': False}
 
 
 def add_mile_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -448,7 +472,7 @@ def check_mile_args(args: argparse.Namespace) -> None:
     scheme); a non-BCE ``--loss``. Without ``--mile``, any ``--mile-*`` flag is refused.
     """
     if not getattr(args, 'mile', False):
-        given = [d for d in _MILE_FLAG_DESTS if getattr(args, d, None) not in (None, False)]
+        given = [d for d, default in _MILE_FLAG_DEFAULTS.items() if getattr(args, d, None) not in (None, False, default)]
         if given:
             raise UserError(f"--{given[0].replace('_', '-')} needs --mile")
         return
@@ -476,22 +500,14 @@ def check_mile_args(args: argparse.Namespace) -> None:
 
 
 def mile_kwargs_from_args(args: argparse.Namespace) -> Dict[str, Any]:
-    """``--mile*`` flags -> keyword arguments of :func:`create_mile_task` (defaults filled in).
+    """``--mile*`` flags -> ``dict(kt, ks, rho, keep_labels)`` for :func:`create_mile_task`.
 
-    A BCE ``criterion`` is added when timm's ``--bce-target-thresh`` / ``--bce-sum`` /
-    ``--bce-pos-weight`` flags are present and set.
+    Defaults are filled in; the values are plain Python (JSON-serializable). The criterion is
+    the caller's (e.g. ``create_loss('bce', ...)``).
     """
-    kwargs: Dict[str, Any] = dict(
+    return dict(
         kt=DEFAULT_KT if getattr(args, 'mile_kt', None) is None else args.mile_kt,
         ks=DEFAULT_KS if getattr(args, 'mile_ks', None) is None else args.mile_ks,
         rho=DEFAULT_RHO if getattr(args, 'mile_rho', None) is None else args.mile_rho,
         keep_labels=bool(getattr(args, 'mile_keep_labels', False)),
     )
-    thresh = getattr(args, 'bce_target_thresh', None)
-    bce_sum = bool(getattr(args, 'bce_sum', False))
-    pos_weight = getattr(args, 'bce_pos_weight', None)
-    if thresh is not None or bce_sum or pos_weight is not None:
-        from timm.loss import BinaryCrossEntropy
-        kwargs['criterion'] = BinaryCrossEntropy(
-            smoothing=0., target_threshold=thresh, sum_classes=bce_sum, pos_weight=pos_weight)
-    return kwargs

@@ -1,0 +1,423 @@
+"""MILeTask: schedule, teacher copy/freeze, pseudo-labels, resume, grad accumulation, Mixup, CLI checks."""
+import argparse
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from timm.data import Mixup
+from timm.loss import BinaryCrossEntropy
+from timm.task import resume_task_checkpoint
+
+from timm_multilabel import UserError, create_task
+from timm_multilabel.mile import (
+    DEFAULT_KS, DEFAULT_KT, DEFAULT_RHO, MILeTask, add_mile_arguments, check_mile_args, mile_kwargs_from_args,
+)
+
+C = 5  # classes
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    """Tiny model with BatchNorm, so train/eval mode changes the teacher's outputs."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, C))
+
+
+def batches(n: int, batch_size: int = 8, seed: int = 123):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch_size, 6, generator=g), torch.randint(0, C, (batch_size,), generator=g))
+            for _ in range(n)]
+
+
+def sgd(task: MILeTask) -> torch.optim.Optimizer:
+    return torch.optim.SGD(task.get_trainable_module().parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def train_update(task, optimizer, x, y):
+    out = task(x, y)
+    out['loss'].backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return out
+
+
+def clone_state(module: nn.Module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def states_equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------ schedule
+
+def test_phase_schedule_kt3_ks2():
+    task = MILeTask(mlp(), kt=3, ks=2, verbose=False)
+    phases, gens, switched = [], [], []
+    for _ in range(12):
+        phases.append(task.phase[0])
+        gens.append(task.generation)
+        switched.append(task.step())
+    assert ''.join(phases) == 'tttssttts' 'stt'
+    assert gens == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2]
+    # switches after updates 3 (-> student), 5 (-> teacher), 8, 10
+    assert [i + 1 for i, s in enumerate(switched) if s] == [3, 5, 8, 10]
+    assert (task.updates, task.updates_in_phase, task.phase, task.generation) == (12, 2, 'teacher', 2)
+    assert task.state_summary()['generation'] == 2 and task.state_summary()['phase'] == 'teacher'
+
+
+def test_phase_schedule_kt1_ks1_alternates():
+    task = MILeTask(mlp(), kt=1, ks=1, verbose=False)
+    phases = []
+    for _ in range(6):
+        phases.append(task.phase)
+        task.step()
+    assert phases == ['teacher', 'student'] * 3
+    assert task.generation == 3
+
+
+# ----------------------------------------------------------------- teacher copy / frozen
+
+def test_teacher_is_model_at_switch_and_frozen_during_student_phase():
+    model = mlp()
+    task = MILeTask(model, kt=2, ks=3, verbose=False)
+    task.train()
+    opt = sgd(task)
+    data = batches(10)
+    assert task.teacher is None
+    for x, y in data[:2]:
+        train_update(task, opt, x, y)
+        at_switch = clone_state(model)
+        task.step()
+    assert task.phase == 'student'
+    teacher = task.teacher
+    assert states_equal(clone_state(teacher), at_switch)
+    assert teacher is not model and not teacher.training
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    ptrs = [p.data_ptr() for p in teacher.parameters()]
+
+    for x, y in data[2:5]:
+        train_update(task, opt, x, y)
+        task.train()  # a loop calling task.train() must not put the teacher in training mode
+        assert not teacher.training
+        assert states_equal(clone_state(teacher), at_switch)  # BN running stats included
+        task.step()
+    assert not states_equal(clone_state(model), at_switch)  # the student did train
+    assert task.phase == 'teacher' and task.generation == 1
+
+    for x, y in data[5:7]:
+        train_update(task, opt, x, y)
+        at_switch2 = clone_state(model)
+        task.step()
+    assert task.phase == 'student'
+    assert task.teacher is teacher and [p.data_ptr() for p in teacher.parameters()] == ptrs  # storage reused
+    assert states_equal(clone_state(teacher), at_switch2)
+    assert not states_equal(at_switch, at_switch2)
+
+
+def test_student_targets_hand_computed():
+    lin = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[2., 0.], [-2., 0.], [0., -3.]]))
+    task = MILeTask(lin, kt=1, ks=5, rho=0.25, verbose=False)
+    task.step()  # the teacher phase ends: teacher = lin as set above
+    x = torch.tensor([[1., 0.], [0., 1.]])
+    # logits [2, -2, 0] -> sigmoid [.88, .12, .5]; [0, 0, -3] -> [.5, .5, .047]; rho = .25
+    expected = torch.tensor([[1., 0., 1.], [1., 1., 0.]])
+    with torch.no_grad():
+        lin.weight.add_(5.)  # the student moves; the teacher must not
+    out = task(x, torch.tensor([1, 2]))
+    assert torch.equal(out['target'], expected)
+    assert torch.equal(task.pseudo_labels(x), expected)
+    assert torch.allclose(out['loss'], F.binary_cross_entropy_with_logits(x @ lin.weight.T, expected))
+    assert out['loss'].requires_grad
+
+    keep = MILeTask(lin, kt=1, ks=5, rho=0.25, keep_labels=True, verbose=False)
+    with torch.no_grad():
+        lin.weight.sub_(5.)
+    keep.step()
+    # label 1 ORed into row 0; row 1 is unlabeled (-1): the teacher's labels only
+    out = keep(x, torch.tensor([1, -1]))
+    assert torch.equal(out['target'], torch.tensor([[1., 1., 1.], [1., 1., 0.]]))
+    # dense targets: element-wise max
+    out = keep(x, torch.tensor([[0., 0.7, 0.3], [0., 0., 0.2]]))
+    assert torch.allclose(out['target'], torch.tensor([[1., 0.7, 1.], [1., 1., 0.2]]))
+
+
+def test_student_targets_equal_thresholded_saved_teacher():
+    model = mlp()
+    task = MILeTask(model, kt=3, ks=3, rho=0.4, verbose=False)
+    task.train()
+    opt = sgd(task)
+    data = batches(6)
+    for x, y in data[:3]:
+        train_update(task, opt, x, y)
+        saved = clone_state(model)
+        task.step()
+    independent = mlp(seed=7)
+    independent.load_state_dict(saved)
+    independent.eval()
+    for x, y in data[3:]:
+        with torch.no_grad():
+            expected = (torch.sigmoid(independent(x)) > 0.4).float()
+        out = train_update(task, opt, x, y)
+        assert torch.equal(out['target'], expected)
+        assert not torch.equal(expected, F.one_hot(y, C).float())
+        assert (expected.sum(1) > 1).any()  # multi-label pseudo-labels
+        task.step()
+
+
+# ------------------------------------------------------------------------------ resume
+
+def test_resume_mid_student_phase_is_exact(tmp_path):
+    kt, ks, total, stop = 3, 2, 12, 4  # stop after update 4: student phase, 1 update into it
+    data = batches(total)
+
+    def run(task, opt, lo, hi, log):
+        for x, y in data[lo:hi]:
+            log.append((task.phase, task.generation))
+            train_update(task, opt, x, y)
+            task.step()
+
+    ref_task = MILeTask(mlp(), kt=kt, ks=ks, verbose=False)
+    ref_task.train()
+    ref_opt = sgd(ref_task)
+    ref_log = []
+    run(ref_task, ref_opt, 0, stop, ref_log)
+    teacher_at_stop = clone_state(ref_task.teacher)
+    run(ref_task, ref_opt, stop, total, ref_log)
+
+    task = MILeTask(mlp(), kt=kt, ks=ks, verbose=False)
+    task.train()
+    opt = sgd(task)
+    log = []
+    run(task, opt, 0, stop, log)
+    assert (task.phase, task.updates_in_phase) == ('student', 1)
+    path = tmp_path / 'ckpt.pth.tar'
+    torch.save({**task.get_checkpoint_state(), 'optimizer': opt.state_dict()}, path)
+
+    fresh = MILeTask(mlp(seed=99), kt=kt, ks=ks, verbose=False)
+    fresh.train()
+    fresh_opt = sgd(fresh)
+    resume_task_checkpoint(fresh, str(path), optimizer=fresh_opt, log_info=False)
+    assert fresh.state_summary() == task.state_summary()
+    assert states_equal(clone_state(fresh.teacher), teacher_at_stop)
+    assert not fresh.teacher.training and not any(p.requires_grad for p in fresh.teacher.parameters())
+    run(fresh, fresh_opt, stop, total, log)
+
+    assert log == ref_log
+    assert fresh.state_summary() == ref_task.state_summary()
+    assert states_equal(clone_state(fresh.get_trainable_module()), clone_state(ref_task.get_trainable_module()))
+    assert states_equal(clone_state(fresh.teacher), clone_state(ref_task.teacher))
+
+
+def test_checkpoint_state_roundtrip_and_mismatch():
+    task = MILeTask(mlp(), kt=2, ks=2, rho=0.3, verbose=False)
+    state = task.get_task_state()
+    assert state['phase'] == 'teacher' and 'teacher' not in state  # no teacher weights in teacher phase
+    task.step()
+    task.step()
+    state = task.get_task_state()
+    assert state['phase'] == 'student' and state['teacher'].keys() == task.teacher.state_dict().keys()
+    assert task.get_task_state(ema=True) == {}
+
+    other = MILeTask(mlp(seed=3), kt=5, ks=2, rho=0.3, verbose=False)
+    with pytest.raises(UserError, match='kt=2'):
+        other.load_task_state(state)
+    other.load_task_state(state, strict=False)  # this task's kt wins, counters carry on
+    assert (other.kt, other.phase, other.updates) == (5, 'student', 2)
+    broken = {k: v for k, v in state.items() if k != 'teacher'}
+    with pytest.raises(UserError, match='teacher'):
+        MILeTask(mlp(), kt=2, ks=2, rho=0.3, verbose=False).load_task_state(broken)
+
+
+# ------------------------------------------------------------------- grad accumulation
+
+def test_grad_accumulation_counts_updates_not_micro_batches():
+    model = mlp()
+    task = MILeTask(model, kt=2, ks=1, verbose=False)
+    task.train()
+    opt = sgd(task)
+    data = batches(12, batch_size=4)
+    phases = []
+    accum = 2
+    for i, (x, y) in enumerate(data):
+        phases.append(task.phase[0])
+        (task(x, y)['loss'] / accum).backward()
+        if (i + 1) % accum == 0:
+            opt.step()
+            opt.zero_grad()
+            if task.phase == 'teacher' and task.updates_in_phase == task.kt - 1:
+                at_switch = clone_state(model)
+            task.step()
+            if task.phase == 'student':
+                assert states_equal(clone_state(task.teacher), at_switch)
+    assert ''.join(phases) == 'tttt' 'ss' 'tttt' 'ss'
+    assert (task.updates, task.generation) == (6, 2)
+
+
+# ------------------------------------------------------------------------------- Mixup
+
+def test_mile_with_mixup_dense_targets():
+    timm = pytest.importorskip('timm')
+    model = timm.create_model('test_resnet', num_classes=C, pretrained=False)
+    task = MILeTask(model, kt=1, ks=2, rho=0.3, num_classes=C, verbose=False)
+    task.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=1.0, label_smoothing=0.0, num_classes=C)
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    xm, ym = mixup(x, y)
+    assert ym.shape == (4, C) and not torch.equal(ym, F.one_hot(y, C).float())
+    out = train_update(task, opt, xm, ym)
+    assert torch.equal(out['target'], ym)  # teacher phase: Mixup's dense targets as they are
+    assert torch.allclose(out['loss'], F.binary_cross_entropy_with_logits(out['output'], ym))
+    saved = clone_state(model)
+    task.step()
+
+    independent = timm.create_model('test_resnet', num_classes=C, pretrained=False)
+    independent.load_state_dict(saved)
+    independent.eval()
+    x2, y2 = mixup(torch.randn(4, 3, 16, 16), torch.tensor([4, 3, 2, 1]))
+    with torch.no_grad():
+        expected = (torch.sigmoid(independent(x2)) > 0.3).float()
+    out = task(x2, y2)
+    assert torch.equal(out['target'], expected)  # student: teacher's labels on the same mixed batch
+    assert not torch.equal(out['target'], y2)
+
+
+# -------------------------------------------------------------------- unlabeled samples
+
+@pytest.mark.parametrize('criterion', [
+    None, BinaryCrossEntropy(smoothing=0.), lambda o, t: F.binary_cross_entropy_with_logits(o, t)],
+    ids=['default', 'timm_bce', 'callable'])
+def test_unlabeled_samples_masked_in_teacher_phase(criterion):
+    model = mlp()
+    model.eval()
+    task = MILeTask(model, kt=2, ks=2, criterion=criterion, verbose=False)
+    x = torch.randn(3, 6)
+    out = task(x, torch.tensor([2, -1, 0]))
+    assert torch.equal(out['target'], torch.tensor([[0., 0., 1., 0., 0.], [0.] * 5, [1., 0., 0., 0., 0.]]))
+    logits = model(x)
+    expected = F.binary_cross_entropy_with_logits(logits[[0, 2]], out['target'][[0, 2]])
+    assert torch.allclose(out['loss'], expected)
+
+    out = task(x, torch.tensor([-1, -1, -1]))
+    assert out['loss'].item() == 0. and out['loss'].requires_grad
+    out['loss'].backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_unlabeled_samples_use_pseudo_labels_in_student_phase():
+    model = mlp()
+    model.eval()
+    task = MILeTask(model, kt=1, ks=2, rho=0.5, verbose=False)
+    task.step()
+    x = torch.randn(4, 6)
+    out = task(x, torch.full((4,), -1))
+    with torch.no_grad():
+        expected = (torch.sigmoid(model(x)) > 0.5).float()
+    assert torch.equal(out['target'], expected)
+
+
+# ------------------------------------------------------------------ state exclusion etc.
+
+def test_teacher_not_in_modules_parameters_or_checkpoints():
+    model = mlp()
+    task = MILeTask(model, kt=1, ks=1, verbose=False)
+    task.step()
+    assert task.teacher is not None
+    assert task.get_trainable_module() is model
+    assert not any('teacher' in k for k in task.state_dict())
+    assert {id(p) for p in task.parameters()} == {id(p) for p in model.parameters()}
+    assert task.get_checkpoint_state()['state_dict'].keys() == model.state_dict().keys()
+    assert task.get_checkpoint_state()['task_state']['teacher'].keys() == model.state_dict().keys()
+    task.to(torch.float64)  # the unregistered teacher follows the task's conversions
+    assert all(p.dtype == torch.float64 for p in task.teacher.parameters())
+    assert task.dtype == torch.float64
+
+
+def test_registry_factory():
+    task = create_task('mile', model=mlp(), kt=4, ks=2, rho=0.1, keep_labels=True, verbose=False)
+    assert isinstance(task, MILeTask)
+    assert (task.kt, task.ks, task.rho, task.keep_labels) == (4, 2, 0.1, True)
+
+
+def test_prepare_distributed_copies_unwrapped_model(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    if not dist.is_available():
+        pytest.skip('torch.distributed not available')
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
+    try:
+        model = mlp()
+        task = MILeTask(model, kt=1, ks=1, verbose=False).prepare_distributed()
+        assert isinstance(task.get_trainable_module(), DDP)
+        task.train()
+        opt = sgd(task)
+        x, y = batches(1)[0]
+        train_update(task, opt, x, y)
+        task.step()
+        assert task.teacher.state_dict().keys() == model.state_dict().keys()  # no 'module.' prefix
+        assert states_equal(clone_state(task.teacher), clone_state(model))
+        assert task.get_checkpoint_state()['state_dict'].keys() == model.state_dict().keys()
+        train_update(task, opt, x, y)  # a student update through DDP
+    finally:
+        dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------- bad arguments
+
+@pytest.mark.parametrize('kwargs', [
+    dict(kt=0, ks=1), dict(kt=1, ks=0), dict(kt=1.5, ks=1), dict(kt=True, ks=1), dict(kt=2, ks=-3),
+    dict(kt=1, ks=1, rho=0.), dict(kt=1, ks=1, rho=1.), dict(kt=1, ks=1, rho=1.5), dict(kt=1, ks=1, rho=-0.1),
+])
+def test_bad_task_args_raise_user_error(kwargs):
+    with pytest.raises(UserError):
+        MILeTask(mlp(), verbose=False, **kwargs)
+
+
+def cli_parser():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--smoothing', type=float, default=0.0)
+    parser.add_argument('--jsd-loss', action='store_true')
+    add_mile_arguments(parser)
+    return parser
+
+
+def test_cli_args_defaults_and_values():
+    args = cli_parser().parse_args(['--mile'])
+    check_mile_args(args)
+    assert mile_kwargs_from_args(args) == dict(kt=DEFAULT_KT, ks=DEFAULT_KS, rho=DEFAULT_RHO, keep_labels=False)
+    assert DEFAULT_KS <= DEFAULT_KT and 0 < DEFAULT_RHO < 1
+    args = cli_parser().parse_args(['--mile', '--mile-kt', '60', '--mile-ks', '30', '--mile-rho', '0.1',
+                                    '--mile-keep-labels'])
+    check_mile_args(args)
+    assert mile_kwargs_from_args(args) == dict(kt=60, ks=30, rho=0.1, keep_labels=True)
+    check_mile_args(cli_parser().parse_args([]))  # no --mile, no --mile-* flags: fine
+
+
+@pytest.mark.parametrize('argv, match', [
+    (['--mile', '--mile-kt', '0'], '--mile-kt'),
+    (['--mile', '--mile-ks', '-1'], '--mile-ks'),
+    (['--mile', '--mile-rho', '1'], '--mile-rho'),
+    (['--mile', '--mile-rho', '0'], '--mile-rho'),
+    (['--mile', '--jsd-loss'], '--jsd-loss'),
+    (['--mile', '--smoothing', '0.1'], 'smoothing'),
+    (['--mile-kt', '5'], 'needs --mile'),
+])
+def test_cli_bad_args_raise_user_error(argv, match):
+    args = cli_parser().parse_args(argv)
+    with pytest.raises(UserError, match=match) as e:
+        check_mile_args(args)
+    assert '\n' not in str(e.value)
+
+
+def test_cli_refuses_knowledge_distillation():
+    args = cli_parser().parse_args(['--mile'])
+    args.kd_model_name = 'resnet50'
+    with pytest.raises(UserError, match='kd-model-name'):
+        check_mile_args(args)
