@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
-from timm.data import Mixup, create_transform, resolve_data_config
+from timm.data import create_transform, resolve_data_config
 from timm.models import create_model, load_checkpoint
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
@@ -34,7 +34,7 @@ from timm.task import ClassificationTask
 from timm.utils import ModelEmaV3, dispatch_clip_grad
 from tqdm.auto import tqdm
 
-from timm_multilabel import UserError, create_loss, create_task
+from timm_multilabel import UserError, create_loss, create_target_transform, create_task
 from timm_multilabel.data import create_dataset, get_class_names, get_num_classes, get_real_labels
 from timm_multilabel.training.args import check_args, parse_args
 from timm_multilabel.training.checkpoint import (
@@ -71,15 +71,11 @@ def scaled_lr(args, world_size: int) -> float:
     return args.lr_base * (ratio ** 0.5 if scale == 'sqrt' else ratio)
 
 
-def build_mixup(args, num_classes: int, dense_targets: bool) -> Optional[Mixup]:
-    if not (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
-        return None
-    return Mixup(
-        mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
-        prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
-        label_smoothing=0.0 if dense_targets else args.smoothing, num_classes=num_classes,
-        multi_label=dense_targets,
-    )
+def build_mixup(args, num_classes: int, dense_targets: bool):
+    return create_target_transform(
+        'mixup', num_classes=num_classes, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
+        cutmix_minmax=args.cutmix_minmax, prob=args.mixup_prob, switch_prob=args.mixup_switch_prob,
+        mode=args.mixup_mode, label_smoothing=args.smoothing, dense_targets=dense_targets)
 
 
 def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerator, args, mixup_fn,

@@ -54,7 +54,7 @@ def write_epoch_log(path: Path, rows: List[Dict[str, Any]]) -> None:
 
 def _fmt(v):
     if isinstance(v, float):
-        return '' if math.isnan(v) else f'{v:.6g}'
+        return '' if math.isnan(v) else f'{v:.10g}'
     return '' if v is None else v
 
 

@@ -1,0 +1,109 @@
+"""train.py end to end: a tiny run's outputs, YAML configs, resume, and refused arguments."""
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+TINY = ['--model', 'test_resnet', '--train-num-samples', '256', '--val-num-samples', '128', '-b', '32',
+        '--workers', '0', '--seed', '3']
+METRICS = {'top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP'}
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    from conftest import run_script
+    out = tmp_path_factory.mktemp('run') / 'out'
+    proc = run_script(['train.py', '--dataset', 'digits-grid', *TINY, '--epochs', '2', '--output', out])
+    return out, proc
+
+
+def test_summary_has_the_documented_keys(tiny_run):
+    out, proc = tiny_run
+    summary = json.loads((out / 'summary.json').read_text())
+    assert set(summary['metrics']) == METRICS
+    assert summary['world_size'] == 1
+    assert summary['eval_samples'] == summary['test_size'] == 128
+    assert summary['train_seconds'] > 0
+    assert summary['args']['model'] == 'test_resnet'
+    for key in METRICS:
+        value = summary['metrics'][key]
+        assert value is not None
+        if key == 'label_coverage@0.25':
+            assert 1.0 <= value <= 10.0  # the argmax is always predicted
+        else:
+            assert 0.0 <= value <= 100.0
+    # ReaL accuracy counts a prediction right when it is any digit of the grid: never below top-1.
+    assert summary['metrics']['real_acc'] >= summary['metrics']['top1']
+    assert 'ReaL-F1@0.25' in proc.stdout  # the printed results table
+
+
+def test_run_leaves_log_curves_and_checkpoints(tiny_run):
+    out, _ = tiny_run
+    rows = list(csv.DictReader(open(out / 'summary.csv')))
+    assert [int(r['epoch']) for r in rows] == [0, 1]
+    assert float(rows[-1]['top1']) == pytest.approx(json.loads((out / 'summary.json').read_text())['metrics']['top1'])
+    assert (out / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    for name in ('last.pth.tar', 'model_best.pth.tar', 'checkpoint-1.pth.tar'):
+        ckpt = torch.load(out / name, map_location='cpu', weights_only=True)
+        assert ckpt['arch'] == 'test_resnet' and 'state_dict' in ckpt and 'optimizer' in ckpt
+    assert not list(out.glob('.*tmp*')), 'temporary files left behind'
+
+
+def test_output_holding_a_run_is_refused(tiny_run, run):
+    out, _ = tiny_run
+    proc = run(['train.py', *TINY, '--epochs', '1', '--output', out], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count('\n') == 0 and 'holds another run' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_yaml_config_sets_defaults_and_flags_win(tmp_path, run):
+    cfg = tmp_path / 'cfg.yaml'
+    cfg.write_text(yaml.safe_dump({'model': 'test_resnet', 'epochs': 1, 'batch_size': 16, 'seed': 5,
+                                   'train_num_samples': 64, 'val_num_samples': 32, 'workers': 0, 'lr': 0.01}))
+    out = tmp_path / 'out'
+    run(['train.py', '-c', cfg, '--lr', '0.003', '--output', out])
+    args = json.loads((out / 'summary.json').read_text())['args']
+    assert args['batch_size'] == 16 and args['seed'] == 5 and args['epochs'] == 1
+    assert args['lr'] == pytest.approx(0.003)  # command line beats the YAML file
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--epochs', '0'], '--epochs 0'),
+    (['--mixup', '0.2', '-b', '15'], 'even batch size'),
+    (['--jsd-loss'], '--jsd-loss'),
+    (['--dataset', '', '--data-dir', '/no/such/dir'], '/no/such/dir'),
+    (['--dataset', ''], 'needs --data-dir'),
+    (['-c', '/no/such.yaml'], '/no/such.yaml'),
+    (['--relabel-mode', 'global'], 'needs --relabel-maps'),
+])
+def test_bad_arguments_are_refused_in_one_line(tmp_path, run, argv, message):
+    proc = run(['train.py', *TINY, '--output', tmp_path / 'out', *argv], check=False)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert '\n' not in err and message in err and 'Traceback' not in err
+    assert not (tmp_path / 'out').exists(), 'nothing may be written for refused arguments'
+
+
+def test_unknown_yaml_key_is_refused(tmp_path, run):
+    cfg = tmp_path / 'cfg.yaml'
+    cfg.write_text('modle: test_resnet\n')
+    proc = run(['train.py', '-c', cfg], check=False)
+    assert proc.returncode == 2 and 'modle' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+@pytest.mark.slow
+def test_resume_matches_an_uninterrupted_run(tmp_path, run):
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    run(['train.py', *TINY, '--epochs', '3', '--output', full, '--mixup', '0.2', '--model-ema'])
+    run(['train.py', *TINY, '--epochs', '2', '--output', part, '--mixup', '0.2', '--model-ema'])
+    # Continue the 2-epoch run to 3 epochs: the schedule is that of a 3-epoch run.
+    run(['train.py', *TINY, '--epochs', '3', '--output', part, '--mixup', '0.2', '--model-ema', '--resume', part])
+    a = json.loads((full / 'summary.json').read_text())['metrics']
+    b = json.loads((part / 'summary.json').read_text())['metrics']
+    assert a == b
+    wa = torch.load(full / 'last.pth.tar', weights_only=True)['state_dict']
+    wb = torch.load(part / 'last.pth.tar', weights_only=True)['state_dict']
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
