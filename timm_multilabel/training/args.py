@@ -15,6 +15,7 @@ import yaml
 from timm.utils import ParseKwargs
 
 from ..errors import UserError
+from ..mile import add_mile_arguments
 
 # Settings that make the built-in data train well in minutes on a CPU; any flag or YAML key
 # overrides them. Models are trained from scratch on 48x48 grids of 16-pixel digits.
@@ -146,15 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--model-ema-decay', type=float, default=0.9998, help='EMA decay')
     g.add_argument('--model-ema-warmup', action='store_true', help='EMA decay warmup')
 
-    g = _group(parser, 'MILe (multi-label iterated learning)')
-    g.add_argument('--mile', action='store_true', default=False,
-                   help='train with MILe: teacher phases on the labels, student phases on the teacher\'s '
-                        'thresholded sigmoid outputs')
-    g.add_argument('--mile-kt', type=int, default=None, metavar='N', help='optimizer updates per teacher phase')
-    g.add_argument('--mile-ks', type=int, default=None, metavar='N', help='optimizer updates per student phase')
-    g.add_argument('--mile-rho', type=float, default=0.25, metavar='RHO', help='pseudo-label threshold on sigmoid')
-    g.add_argument('--mile-keep-labels', action='store_true', default=False,
-                   help='OR the given label into the student targets')
+    add_mile_arguments(parser)
 
     g = _group(parser, 'ReLabel (label maps + LabelPooling)')
     g.add_argument('--relabel-maps', default=None, metavar='PATH_OR_REPO',
@@ -217,6 +210,9 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, st
     parser.set_defaults(**DATASET_DEFAULTS.get(dataset, {}))
     parser.set_defaults(**cfg)
     args = parser.parse_args(argv)
+    if args.mile and '--smoothing' not in argv and 'smoothing' not in cfg:
+        # timm's default label smoothing (0.1) does not apply to MILe's binary pseudo-labels.
+        args.smoothing = 0.0
     if args.data_dir is None:
         args.data_dir = args.data_dir_pos
     del args.data_dir_pos
