@@ -1,0 +1,32 @@
+"""train.py under `accelerate launch` with 2 CPU processes (gloo): sharded training, exact evaluation."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
+
+def accelerate_launch(run, args, num_processes=2):
+    return run(['-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', str(num_processes),
+                '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port',
+                '29517', *args], env={'OMP_NUM_THREADS': '1'})
+
+
+def test_two_processes_count_every_test_sample_once(tmp_path, run):
+    out = tmp_path / 'out'
+    # 101 test samples: not a multiple of 2 processes x batch 16, so Accelerate pads the last batch
+    # and gather_for_metrics must drop the duplicates again.
+    proc = accelerate_launch(run, ['train.py', '--model', 'test_resnet', '--train-num-samples', '200',
+                                   '--val-num-samples', '101', '-b', '16', '--workers', '0', '--epochs', '2',
+                                   '--mile', '--mile-kt', '2', '--mile-ks', '1', '--output', out])
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['world_size'] == 2
+    assert summary['eval_samples'] == summary['test_size'] == 101
+    # Each rank sees half of every epoch: 200 samples / (2 ranks x 16) = 6 full batches per rank.
+    assert summary['num_updates'] == 2 * (200 // (2 * 16))
+    # MILe's schedule advanced once per update on every rank: 12 updates = 4 cycles of kt+ks=3.
+    assert summary['mile'] == {'generation': 4, 'phase': 'teacher'}
+    assert proc.stdout.count('output:') == 1  # only the main process prints the results
