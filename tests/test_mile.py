@@ -261,9 +261,14 @@ def test_grad_accumulation_counts_updates_not_micro_batches():
 
 # ------------------------------------------------------------------------------- Mixup
 
+def convnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, C))
+
+
 def test_mile_with_mixup_dense_targets():
-    timm = pytest.importorskip('timm')
-    model = timm.create_model('test_resnet', num_classes=C, pretrained=False)
+    model = convnet()
     task = MILeTask(model, kt=1, ks=2, rho=0.3, num_classes=C, verbose=False)
     task.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -278,7 +283,7 @@ def test_mile_with_mixup_dense_targets():
     saved = clone_state(model)
     task.step()
 
-    independent = timm.create_model('test_resnet', num_classes=C, pretrained=False)
+    independent = convnet(seed=5)
     independent.load_state_dict(saved)
     independent.eval()
     x2, y2 = mixup(torch.randn(4, 3, 16, 16), torch.tensor([4, 3, 2, 1]))
@@ -421,3 +426,39 @@ def test_cli_refuses_knowledge_distillation():
     args.kd_model_name = 'resnet50'
     with pytest.raises(UserError, match='kd-model-name'):
         check_mile_args(args)
+
+
+def test_teacher_runs_under_given_autocast_and_inference_mode():
+    from contextlib import contextmanager
+    calls = []
+
+    @contextmanager
+    def autocast():
+        calls.append(torch.is_inference_mode_enabled())
+        yield
+
+    model = mlp()
+    model.eval()
+    task = MILeTask(model, kt=1, ks=1, autocast=autocast, verbose=False)
+    x, y = batches(1)[0]
+    task(x, y)
+    assert calls == []  # the teacher phase has no teacher forward
+    task.step()
+    out = task(x, y)
+    assert calls == [True]
+    assert out['loss'].requires_grad and not out['target'].is_inference()
+
+
+@pytest.mark.slow
+def test_compile_covers_teacher():
+    model = mlp()
+    model.eval()
+    task = MILeTask(model, kt=1, ks=1, verbose=False)
+    task.compile(backend='eager')
+    task.step()
+    assert task._teacher.forward is not task.teacher  # compiled teacher forward
+    x, y = batches(1)[0]
+    with torch.no_grad():
+        expected = (torch.sigmoid(model(x)) > DEFAULT_RHO).float()
+    assert torch.equal(task(x, y)['target'], expected)
+    assert task.get_checkpoint_state()['state_dict'].keys() == model.state_dict().keys()
