@@ -1,6 +1,5 @@
 """MILeTask: schedule, teacher copy/freeze, pseudo-labels, resume, grad accumulation, Mixup, CLI checks."""
 import argparse
-import copy
 
 import pytest
 import torch
