@@ -203,8 +203,9 @@ def method_from_args(args: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     if args.get('relabel_maps'):
         names.append('relabel')
         method['maps'] = args['relabel_maps']
-        if args.get('relabel_fill') is not None:
-            method['fill'] = args['relabel_fill']
+        for key in ('fill', 'mode'):
+            if args.get(f'relabel_{key}') is not None:
+                method[key] = args[f'relabel_{key}']
     method['name'] = '+'.join(names) or 'baseline'
     return method
 
@@ -231,7 +232,6 @@ def _check_inputs(
         model: nn.Module,
         num_classes: int,
         label_names: Optional[Sequence[str]],
-        data_config: Mapping[str, Any],
         state_dict: Mapping[str, torch.Tensor],
 ) -> None:
     if not hasattr(model, 'pretrained_cfg'):
@@ -241,9 +241,6 @@ def _check_inputs(
         raise UserError(f'num_classes={num_classes} but the model has {model_classes} classes')
     if label_names is not None and len(label_names) != num_classes:
         raise UserError(f'label_names has {len(label_names)} names for {num_classes} classes')
-    unknown = sorted(set(data_config) - set(_DATA_CONFIG_KEYS))
-    if unknown:
-        raise UserError(f'data_config: unknown keys {unknown}; expected {list(_DATA_CONFIG_KEYS)}')
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state_dict.items()}
     missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
@@ -451,9 +448,10 @@ def save_model_folder(
     if isinstance(args, argparse.Namespace):
         args = vars(args)
     args = dict(args) if args is not None else None
-    data_config = {k: v for k, v in (data_config or {}).items() if v is not None}
+    # the keys of timm's resolve_data_config that describe evaluation preprocessing; others are ignored
+    data_config = {k: v for k, v in (data_config or {}).items() if k in _DATA_CONFIG_KEYS and v is not None}
     state_dict = clean_state_dict(state_dict if state_dict is not None else model.state_dict())
-    _check_inputs(model, num_classes, label_names, data_config, state_dict)
+    _check_inputs(model, num_classes, label_names, state_dict)
     clean_metrics = {}
     for key, value in (metrics or {}).items():
         value = _as_number(key, value)
@@ -639,10 +637,17 @@ def load_checkpoint_dict(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         try:
             ckpt = torch.load(path, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as e:
-            if 'argparse.Namespace' not in str(e) or not _only_namespace_refused(path):
+            refused = _refused_globals(path)
+            if refused is not None and set(refused) - {'argparse.Namespace'}:
+                names = ', '.join(sorted(set(refused) - {'argparse.Namespace'})[:3])
+                raise UserError(f'checkpoint {path}: refused, it holds Python objects that loading would run '
+                                f'or construct ({names}); only tensors and plain data are read') from None
+            if 'argparse.Namespace' not in str(e):
                 raise
             with torch.serialization.safe_globals([argparse.Namespace]):
                 ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure to read is the file's fault; name it
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f'checkpoint {path}: cannot be loaded ({type(e).__name__}: {first})') from None
@@ -651,13 +656,12 @@ def load_checkpoint_dict(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return ckpt
 
 
-def _only_namespace_refused(path: Path) -> bool:
-    """True when argparse.Namespace is the only global weights_only refuses in ``path``."""
+def _refused_globals(path: Path) -> Optional[List[str]]:
+    """The globals ``weights_only`` loading refuses in ``path`` (None when the file cannot be scanned)."""
     try:
-        refused = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # noqa: BLE001 - unreadable: let the retry report the error
-        return True
-    return set(refused) <= {'argparse.Namespace'}
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # noqa: BLE001 - unreadable: the load itself reports the error
+        return None
 
 
 def _is_state_dict(obj: Mapping[str, Any]) -> bool:
