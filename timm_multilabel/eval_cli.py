@@ -77,15 +77,20 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f'--crop-pct must be in (0, 1], got {args.crop_pct}')
 
 
+_DATA_ARGS = ('input_size', 'img_size', 'in_chans', 'mean', 'std', 'interpolation', 'crop_pct', 'crop_mode')
+
+
 def load_model(
         spec: str,
         pretrained: bool = False,
         arch: Optional[str] = None,
         num_classes: Optional[int] = None,
         use_ema: bool = False,
-) -> Tuple[nn.Module, Optional[str]]:
-    """The model named by ``spec`` (see module docstring), in eval mode, and the probability kind its
-    folder or checkpoint records (``'sigmoid'`` / ``'softmax'``, None if unknown)."""
+) -> Tuple[nn.Module, Optional[str], Dict[str, Any]]:
+    """The model named by ``spec`` (see module docstring) in eval mode, the probability kind its folder
+    or checkpoint records (``'sigmoid'`` / ``'softmax'``, None if unknown), and the preprocessing
+    arguments a checkpoint was trained with (``input_size``, ``mean``, ... for ``resolve_data_config``;
+    empty for folders and names, whose config carries them)."""
     import timm
 
     from .hub import method_from_args, model_from_checkpoint, read_multilabel_config
@@ -97,7 +102,7 @@ def load_model(
             args = ckpt.get('args') or {}
             parts = method_from_args(args)['name'].split('+')
             probs = 'sigmoid' if 'mile' in parts or args.get('bce_loss') else ('softmax' if args else None)
-            return model, probs
+            return model, probs, {k: args[k] for k in _DATA_ARGS if args.get(k) is not None}
         if path.is_dir():
             spec = f'local-dir:{spec}'
     source = spec.partition(':')[0].lower() if ':' in spec else ''
@@ -109,7 +114,7 @@ def load_model(
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f'model {spec}: {msg}') from None
     config = read_multilabel_config(spec) or {}
-    return model.eval(), config.get('probs')
+    return model.eval(), config.get('probs'), {}
 
 
 def _filenames(dataset: Any, indices: Sequence[int]) -> List[str]:
@@ -119,19 +124,25 @@ def _filenames(dataset: Any, indices: Sequence[int]) -> List[str]:
         raise UserError('--real-labels: this dataset does not expose file names to match ReaL labels') from None
 
 
-def build_eval_data(args: argparse.Namespace, model: nn.Module):
-    """(dataset, real_labels or None, data_config) for ``args`` with the model's preprocessing."""
+def build_eval_data(args: argparse.Namespace, model: nn.Module, data_args: Optional[Dict[str, Any]] = None):
+    """(dataset, real_labels or None, data_config) for ``args`` with the model's preprocessing
+    (``data_args``: a checkpoint's training arguments, under ``--img-size`` / ``--crop-pct``)."""
     import timm.data
 
     from .data import create_dataset, get_real_labels
     from .data.dataset_factory import DIGITS_GRID_NAMES
 
-    overrides: Dict[str, Any] = {}
+    overrides: Dict[str, Any] = dict(data_args or {})
+    if args.img_size is not None:
+        overrides.pop('input_size', None)
     if args.img_size is not None:
         overrides['img_size'] = args.img_size
     if args.crop_pct is not None:
         overrides['crop_pct'] = args.crop_pct
-    data_config = timm.data.resolve_data_config(overrides, model=model)
+    try:
+        data_config = timm.data.resolve_data_config(overrides, model=model)
+    except AssertionError:
+        raise UserError(f'unusable input size / mean / std in {sorted(overrides)}') from None
     transform = timm.data.create_transform(**data_config, is_training=False)
     name = args.dataset or ''
     digits = name.lower() in DIGITS_GRID_NAMES
@@ -184,10 +195,10 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    model, recorded = load_model(args.model, args.pretrained, args.arch, args.num_classes, args.use_ema)
+    model, recorded, data_args = load_model(args.model, args.pretrained, args.arch, args.num_classes, args.use_ema)
     model.to(device)
     probs_kind = args.probs or recorded or 'softmax'
-    dataset, real_labels, data_config = build_eval_data(args, model)
+    dataset, real_labels, data_config = build_eval_data(args, model, data_args)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
         pin_memory=device.type == 'cuda')

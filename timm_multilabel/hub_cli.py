@@ -117,6 +117,6 @@ def run_push_maps(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise UserError(f'push-maps: {args.folder} is not a folder')
     push_maps = _push_maps_fn()
-    url = push_maps(folder, args.repo_id, private=args.private)
+    url = push_maps(str(folder), args.repo_id, private=args.private)
     print(f'pushed: {url}' if url else f'pushed {folder} to {args.repo_id}')
     return 0
