@@ -1,0 +1,374 @@
+"""Label-map dataset folders: atomic Parquet shards, the dataset card, resume bookkeeping, push.
+
+Layout of a folder (what ``datasets.load_dataset(folder, split="train")`` reads)::
+
+    README.md                                  dataset card (hub_cards/dataset_card.md)
+    data/train-00000-of-00128.parquet          shard s of n: images s*shard_size ... (sorted ids)
+    ...
+    .label_maps_run.json                       run plan, for --resume (not uploaded)
+
+Every shard is one Parquet file of rows ``image_id`` (string), ``scores`` (list of K*H*W
+float16/float32/uint8, [K, H, W] order), ``classes`` (list of K*H*W uint8/int16/int32) and, for
+uint8, ``offset`` / ``scale`` (float32); see ``maps.py``. Parquet: zstd, byte-stream-split
+for the scores and class ids. A shard is written to a hidden temp file in ``data/`` and
+renamed into place, so a shard file that exists is complete: shards are the unit of resume.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from timm_multilabel.errors import UserError
+from .maps import MAP_DTYPES, EncodedMaps, class_id_dtype, encode_maps
+
+__all__ = [
+    'DATA_DIR', 'SHARD_GLOB', 'RUN_FILE', 'CARD_FILE', 'shard_name', 'list_shards', 'map_schema', 'maps_table',
+    'write_table_atomic', 'write_shard', 'ShardWriter', 'write_run_plan', 'read_run_plan', 'ids_fingerprint',
+    'write_dataset_card', 'read_map_info', 'push_maps', 'dataset_card_template', 'remove_map_files',
+]
+
+_logger = logging.getLogger(__name__)
+
+DATA_DIR = 'data'
+SHARD_GLOB = 'data/train-*.parquet'
+RUN_FILE = '.label_maps_run.json'
+CARD_FILE = 'README.md'
+TMP_PREFIX = '.tmp-'
+_SHARD_RE = re.compile(r'^train-(\d{5,})-of-(\d{5,})\.parquet$')
+_ZSTD_LEVEL = 3
+
+
+def shard_name(index: int, num_shards: int) -> str:
+    """``data/train-00003-of-00010.parquet`` (the name datasets maps to split 'train')."""
+    return f'{DATA_DIR}/train-{index:05d}-of-{num_shards:05d}.parquet'
+
+
+def list_shards(folder: str) -> List[str]:
+    """Sorted paths of the finished shards in ``folder/data`` (temp files excluded)."""
+    data = os.path.join(folder, DATA_DIR)
+    if not os.path.isdir(data):
+        return []
+    return sorted(os.path.join(data, n) for n in os.listdir(data) if _SHARD_RE.match(n))
+
+
+def map_schema(dtype: str, num_classes: int) -> pa.Schema:
+    """Arrow schema of one shard for scores stored as ``dtype``."""
+    if dtype not in MAP_DTYPES:
+        raise UserError(f'unknown label-map dtype {dtype!r}; choose one of {", ".join(MAP_DTYPES)}')
+    fields = [
+        pa.field('image_id', pa.string()),
+        pa.field('scores', pa.list_(pa.from_numpy_dtype(np.dtype(dtype)))),
+        pa.field('classes', pa.list_(pa.from_numpy_dtype(class_id_dtype(num_classes)))),
+    ]
+    if dtype == 'uint8':
+        fields += [pa.field('offset', pa.float32()), pa.field('scale', pa.float32())]
+    return pa.schema(fields)
+
+
+def _list_array(values: np.ndarray) -> pa.ListArray:
+    n, m = values.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * m)
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(values).reshape(-1)))
+
+
+def maps_table(image_ids: Sequence[str], encoded: EncodedMaps, dtype: str, num_classes: int) -> pa.Table:
+    """Arrow table of N encoded maps (rows in the given order)."""
+    schema = map_schema(dtype, num_classes)
+    cols = [pa.array(list(image_ids), pa.string()), _list_array(encoded.scores), _list_array(encoded.classes)]
+    if dtype == 'uint8':
+        cols += [pa.array(encoded.offset, pa.float32()), pa.array(encoded.scale, pa.float32())]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def write_table_atomic(table: pa.Table, path: str) -> None:
+    """Write ``table`` as Parquet to ``path`` through a temp file in the same folder + os.replace."""
+    folder = os.path.dirname(path) or '.'
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix='.parquet', dir=folder)
+    os.close(fd)
+    try:
+        pq.write_table(
+            table, tmp, compression='zstd', compression_level=_ZSTD_LEVEL,
+            use_dictionary=['image_id'],
+            use_byte_stream_split=['scores.list.element', 'classes.list.element'],
+            row_group_size=max(1, min(len(table), 4096)),
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_shard(folder: str, index: int, num_shards: int, image_ids: Sequence[str], scores, classes,
+                dtype: str, num_classes: int) -> str:
+    """Encode ``scores / classes [N, K, H, W]`` and write shard ``index`` of ``num_shards`` atomically."""
+    encoded = encode_maps(scores, classes, dtype, num_classes, image_ids)
+    path = os.path.join(folder, shard_name(index, num_shards))
+    write_table_atomic(maps_table(image_ids, encoded, dtype, num_classes), path)
+    return path
+
+
+class ShardWriter:
+    """Writes shards on a background thread so that annotation never waits for zstd.
+
+    ``submit(index, image_ids, scores, classes)`` queues one shard (at most ``max_pending``
+    waiting); ``close()`` waits for all of them. An error in the thread (e.g. a NaN map) is
+    raised by the next ``submit`` or by ``close``.
+    """
+
+    def __init__(self, folder: str, num_shards: int, dtype: str, num_classes: int, max_pending: int = 2):
+        self.folder, self.num_shards, self.dtype, self.num_classes = folder, num_shards, dtype, num_classes
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._error: Optional[BaseException] = None
+        self.written: List[str] = []
+        self._thread = threading.Thread(target=self._work, name='label-map-writer', daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    self.written.append(write_shard(self.folder, item[0], self.num_shards, item[1], item[2],
+                                                    item[3], self.dtype, self.num_classes))
+            except BaseException as e:  # noqa: BLE001 -- re-raised in the caller's thread
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def submit(self, index: int, image_ids: Sequence[str], scores, classes) -> None:
+        self._raise()
+        self._queue.put((index, list(image_ids), scores, classes))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+
+def remove_map_files(folder: str, everything: bool = False) -> None:
+    """Delete stale temp files in ``folder/data``; with ``everything`` also the shards, the card
+    and the run plan (only files this package writes)."""
+    data = os.path.join(folder, DATA_DIR)
+    if os.path.isdir(data):
+        for name in os.listdir(data):
+            if name.startswith(TMP_PREFIX) or (everything and _SHARD_RE.match(name)):
+                os.unlink(os.path.join(data, name))
+    if everything:
+        for name in (CARD_FILE, RUN_FILE):
+            p = os.path.join(folder, name)
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+# -- resume bookkeeping ----------------------------------------------------------------------
+
+def ids_fingerprint(image_ids: Sequence[str]) -> str:
+    """sha256 of the ordered image ids (tells whether a resumed run sees the same images)."""
+    h = hashlib.sha256()
+    for i in image_ids:
+        h.update(i.encode('utf-8'))
+        h.update(b'\n')
+    return h.hexdigest()
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(path) or '.'
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_run_plan(folder: str, plan: Dict[str, Any]) -> None:
+    """Record what a run is writing (model, sizes, dtype, shard plan, image-id fingerprint)."""
+    _write_text_atomic(os.path.join(folder, RUN_FILE), json.dumps(plan, indent=1, sort_keys=True))
+
+
+def read_run_plan(folder: str) -> Optional[Dict[str, Any]]:
+    path = os.path.join(folder, RUN_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f'cannot read the run plan {path}: {e}') from e
+
+
+# -- dataset card ----------------------------------------------------------------------------
+
+def dataset_card_template() -> str:
+    """Path of ``hub_cards/dataset_card.md``."""
+    path = Path(__file__).resolve().parents[2] / 'hub_cards' / 'dataset_card.md'
+    if not path.is_file():
+        raise UserError(f'dataset card template not found at {path}')
+    return str(path)
+
+
+def _features(dtype: str, num_classes: int):
+    import datasets
+    feats = {
+        'image_id': datasets.Value('string'),
+        'scores': datasets.List(datasets.Value(dtype)),
+        'classes': datasets.List(datasets.Value(str(class_id_dtype(num_classes)))),
+    }
+    if dtype == 'uint8':
+        feats.update(offset=datasets.Value('float32'), scale=datasets.Value('float32'))
+    return datasets.Features(feats)
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, 'n<1K'), (10_000, '1K<n<10K'), (100_000, '10K<n<100K'),
+                        (1_000_000, '100K<n<1M'), (10_000_000, '1M<n<10M')):
+        if n < limit:
+            return name
+    return '10M<n<100M'
+
+
+_REQUIRED = ('annotator', 'input_size', 'map_size', 'topk', 'dtype', 'num_classes')
+
+
+def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
+    """Render ``folder/README.md`` from ``hub_cards/dataset_card.md``.
+
+    ``info`` keys: ``annotator`` (model name), ``weights``, ``input_size`` (S), ``map_size``
+    ``(H, W)``, ``topk``, ``dtype``, ``num_classes``, optional ``class_names``, ``license``,
+    ``source``, ``pretty_name``, ``repo_id``. ``num_images`` and the byte counts are taken from
+    the shards. The metadata lands in the YAML header: ``configs`` (data/train-*.parquet ->
+    split train), ``dataset_info`` (features, split sizes) and ``label_maps`` (all of ``info``).
+    """
+    import datasets
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    missing = [k for k in _REQUIRED if info.get(k) is None]
+    if missing:
+        raise UserError(f'label-map info lacks {", ".join(missing)}')
+    shards = list_shards(folder)
+    if not shards:
+        raise UserError(f'no shards ({SHARD_GLOB}) in {folder}')
+    num_images = sum(pq.read_metadata(p).num_rows for p in shards)
+    num_bytes = sum(os.path.getsize(p) for p in shards)
+    dtype, num_classes = info['dtype'], int(info['num_classes'])
+    h, w = (int(v) for v in info['map_size'])
+    topk = int(info['topk'])
+    class_names = info.get('class_names')
+    if class_names is not None and len(class_names) != num_classes:
+        raise UserError(f'label-map info: {len(class_names)} class names for {num_classes} classes')
+    meta = {
+        'annotator': str(info['annotator']),
+        'weights': str(info.get('weights') or 'unknown'),
+        'input_size': int(info['input_size']),
+        'map_size': [h, w],
+        'topk': topk,
+        'dtype': dtype,
+        'class_dtype': str(class_id_dtype(num_classes)),
+        'num_classes': num_classes,
+        'num_images': num_images,
+        'layout': 'scores and classes flattened from [K, H, W] (C order); rows are y (top first), columns x',
+        'scores': 'logits before softmax, descending over K at every cell',
+        'quantization': ('uint8 per map: score = offset + scale * q, offset = min, scale = (max - min) / 255'
+                         if dtype == 'uint8' else 'none'),
+        'source': str(info.get('source') or 'timm-multilabel annotate'),
+        'class_names': list(class_names) if class_names is not None else None,
+    }
+    for key in ('mean', 'std', 'interpolation'):
+        if info.get(key) is not None:
+            meta[key] = info[key]
+    card_data = DatasetCardData(
+        license=info.get('license') or 'other',
+        pretty_name=info.get('pretty_name') or f'ReLabel label maps ({meta["annotator"]})',
+        task_categories=['image-classification'],
+        size_categories=[_size_category(num_images)],
+        tags=['label-maps', 'relabel', 'timm', 'timm-multilabel'],
+        configs=[{'config_name': 'default', 'data_files': [{'split': 'train', 'path': SHARD_GLOB}]}],
+        label_maps=meta,
+    )
+    ds_info = datasets.DatasetInfo(
+        features=_features(dtype, num_classes),
+        splits=datasets.SplitDict({'train': datasets.SplitInfo('train', num_bytes=num_bytes,
+                                                               num_examples=num_images)}),
+        download_size=num_bytes, dataset_size=num_bytes)
+    datasets.info.DatasetInfosDict({'default': ds_info}).to_dataset_card_data(card_data)
+    card = DatasetCard.from_template(
+        card_data, template_path=dataset_card_template(),
+        repo_id=info.get('repo_id'), bytes_per_map=round(num_bytes / max(num_images, 1)),
+        shape=f'[{topk}, {h}, {w}]', num_shards=len(shards), **{k: v for k, v in meta.items() if k != 'class_names'})
+    path = os.path.join(folder, CARD_FILE)
+    _write_text_atomic(path, str(card))
+    return path
+
+
+def read_map_info(folder: str) -> Dict[str, Any]:
+    """The ``label_maps`` metadata of ``folder/README.md`` (annotator, weights, input_size,
+    map_size, topk, dtype, num_classes, class_names, num_images, ...), plus ``license``."""
+    from huggingface_hub import DatasetCard
+    path = os.path.join(folder, CARD_FILE)
+    if not os.path.isfile(path):
+        hint = ' (an unfinished annotate run? continue it with --resume)' if os.path.exists(
+            os.path.join(folder, RUN_FILE)) else ''
+        raise UserError(f'no dataset card {path}: not a label-map dataset{hint}')
+    try:
+        data = DatasetCard.load(path).data.to_dict()
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f'cannot read the dataset card {path}: {e}') from e
+    meta = data.get('label_maps')
+    if not isinstance(meta, dict) or any(meta.get(k) is None for k in _REQUIRED):
+        raise UserError(f'dataset card {path} has no label_maps metadata ({", ".join(_REQUIRED)})')
+    meta = dict(meta)
+    meta['map_size'] = tuple(int(v) for v in meta['map_size'])
+    meta.setdefault('license', data.get('license'))
+    return meta
+
+
+# -- Hub -------------------------------------------------------------------------------------
+
+def push_maps(folder: str, repo_id: str, private: bool = False, token: Optional[str] = None,
+              revision: Optional[str] = None, commit_message: Optional[str] = None) -> str:
+    """Upload a label-map dataset folder (card + ``data/*.parquet``) as the dataset repo ``repo_id``;
+    returns the commit URL. No network or no token -> ``UserError`` in one line."""
+    info = read_map_info(folder)
+    if not list_shards(folder):
+        raise UserError(f'no shards ({SHARD_GLOB}) in {folder}')
+    from huggingface_hub import HfApi, constants
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(f'cannot push {folder} to {repo_id}: HF_HUB_OFFLINE is set')
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type='dataset', private=private, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=folder, repo_id=repo_id, repo_type='dataset', revision=revision,
+            allow_patterns=[CARD_FILE, f'{DATA_DIR}/train-*.parquet'],
+            delete_patterns=[f'{DATA_DIR}/train-*.parquet'],
+            commit_message=commit_message or f'Upload label maps ({info["annotator"]}, {info.get("num_images")} images)')
+    except Exception as e:  # noqa: BLE001 -- network, auth, permissions: one line for the CLI
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f'cannot push {folder} to the Hub dataset {repo_id}: {type(e).__name__}: {first}') from e
+    return str(getattr(commit, 'commit_url', commit))
