@@ -166,3 +166,18 @@ def test_validation_errors():
     with pytest.raises(UserError) as e:
         label_pool(scores, classes, boxes, 0)
     assert '\n' not in str(e.value)
+
+
+def test_benchmark_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'benchmarks' / 'pooling.py'
+    spec = importlib.util.spec_from_file_location('bench_pooling', path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / 'b.json'
+    assert bench.main(['--crops', '8', '--num-classes', '50', '--repeats', '3', '--skip-train-step',
+                       '--json', str(out)]) == 0
+    row = json.loads(out.read_text())['speedup_vs_official']
+    assert row['crops'] == 8 and row['max_abs_diff'] < 1e-6 and row['speedup'] > 0

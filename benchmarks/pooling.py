@@ -1,0 +1,203 @@
+"""LabelPooling speed: label_pool vs the official densify + torchvision roi_align, and the cost
+of computing pooled targets inside a training step.
+
+    python benchmarks/pooling.py [--json FILE] [--threads 1] [--crops 256] [--repeats 20]
+
+speedup_vs_official: 256 crops of 15x15 top-5 maps with 1000 classes on CPU (the official
+ImageNet setting). "official" builds the dense [B, 1000, 15, 15] map (zeros + scatter, as
+relabel_imagenet's get_labelmaps, batched) and calls roi_align with the official conventions
+(boxes * 15 - 0.5, output 1x1, adaptive sampling, aligned=False), then softmax; "label_pool"
+computes the same targets without densifying. Median of repeats; max_abs_diff compares the
+two target tensors.
+
+train_step_overhead: median time of a training step (forward, loss, backward, SGD) of a small
+timm model with hard labels vs with label_pool targets computed in the step (soft-target cross
+entropy), steps interleaved so machine load affects both alike. ``ratio`` is the median over
+adjacent (hard, pooled) step pairs of their CPU-time ratio (the process's CPU time, robust on a
+shared machine; single-threaded by default), ``wall_ratio`` the ratio of wall-clock medians,
+``ratio_min`` the ratio of the fastest steps, ``ratio_isolated`` (hard step + pooling alone) / hard
+step. An A/A run (hard vs hard) of this measurement scatters by about 1-2% on a shared CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from timm_multilabel.relabel.pooling import densify_label_map, label_pool, map_rois
+
+
+def random_maps(n: int, k: int, size: int, num_classes: int, seed: int = 0):
+    """Random top-K maps (distinct classes per cell) and RandomResizedCrop-like boxes."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(n, k, size, size, generator=g).mul_(3.0).sort(1, descending=True).values
+    classes = torch.rand(n * size * size, num_classes, generator=g).topk(k, dim=1).indices
+    classes = classes.view(n, size, size, k).permute(0, 3, 1, 2).contiguous()
+    area = torch.empty(n).uniform_(0.08, 1.0, generator=g)
+    aspect = torch.exp(torch.empty(n).uniform_(-0.2877, 0.2877, generator=g))  # log(3/4), log(4/3)
+    w = (area * aspect).sqrt().clamp(max=1.0)
+    h = (area / aspect).sqrt().clamp(max=1.0)
+    x1 = torch.rand(n, generator=g) * (1 - w)
+    y1 = torch.rand(n, generator=g) * (1 - h)
+    boxes = torch.stack([x1, y1, x1 + w, y1 + h], 1)
+    return scores, classes, boxes
+
+
+def official_targets(scores, classes, boxes, num_classes):
+    """relabel_imagenet's LabelPooling (densify, roi_align 1x1, softmax) without its x/y swap."""
+    size = scores.shape[-1]
+    dense = densify_label_map(scores, classes, num_classes)
+    rois = map_rois(boxes, (size, size))  # [idx, boxes * size - 0.5]
+    return torch.softmax(roi_align(dense, rois, output_size=(1, 1))[:, :, 0, 0], dim=1)
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def bench_speedup(args) -> Dict[str, object]:
+    scores, classes, boxes = random_maps(args.crops, args.topk, args.map_size, args.num_classes)
+    ref = official_targets(scores, classes, boxes, args.num_classes)
+    ours = label_pool(scores, classes, boxes, args.num_classes)
+    official_ms = median_ms(lambda: official_targets(scores, classes, boxes, args.num_classes),
+                            max(3, args.repeats // 4))
+    pool_ms = median_ms(lambda: label_pool(scores, classes, boxes, args.num_classes), args.repeats)
+    return dict(
+        crops=args.crops, map_size=[args.map_size, args.map_size], topk=args.topk, num_classes=args.num_classes,
+        official_ms=round(official_ms, 3), label_pool_ms=round(pool_ms, 3),
+        speedup=round(official_ms / pool_ms, 1), max_abs_diff=float((ours - ref).abs().max()),
+    )
+
+
+def bench_train_step(args) -> Dict[str, object]:
+    import timm
+    from timm.loss import SoftTargetCrossEntropy
+
+    torch.manual_seed(0)
+    b, c = args.batch_size, args.num_classes
+    model = timm.create_model(args.model, pretrained=False, num_classes=c)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    soft_ce = SoftTargetCrossEntropy()
+    images = torch.randn(b, 3, args.img_size, args.img_size)
+    labels = torch.randint(0, c, (b,))
+    scores, classes, boxes = random_maps(b, args.topk, args.map_size, c, seed=1)
+
+    def step_hard():
+        loss = F.cross_entropy(model(images), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def step_pooled():
+        targets = label_pool(scores, classes, boxes, c)
+        loss = soft_ce(model(images), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step_hard()
+        step_pooled()
+    # CPU time of this (single-threaded by default) process: on a shared machine it measures the
+    # step's work without the time spent waiting for a core; wall-clock medians are reported too
+    cpu = {'hard': [], 'pooled': []}
+    wall = {'hard': [], 'pooled': []}
+    for i in range(args.steps):
+        order = (('hard', step_hard), ('pooled', step_pooled))
+        for name, fn in (order if i % 2 == 0 else order[::-1]):
+            t, c0 = time.perf_counter(), time.process_time()
+            fn()
+            cpu[name].append(time.process_time() - c0)
+            wall[name].append(time.perf_counter() - t)
+    med = {k: {n: statistics.median(v[n]) * 1000 for n in v} for k, v in (('cpu', cpu), ('wall', wall))}
+    pool_only_ms = median_ms(lambda: label_pool(scores, classes, boxes, c), args.repeats)
+    return dict(
+        model=args.model, img_size=args.img_size, batch_size=b, num_classes=c, steps=args.steps,
+        threads=args.threads, clock='process_time',
+        hard_step_ms=round(med['cpu']['hard'], 2), label_pool_step_ms=round(med['cpu']['pooled'], 2),
+        ratio=round(statistics.median(p / h for p, h in zip(cpu['pooled'], cpu['hard'])), 4),
+        ratio_min=round(min(cpu['pooled']) / min(cpu['hard']), 4),
+        label_pool_ms=round(pool_only_ms, 3),
+        ratio_isolated=round((med['cpu']['hard'] + pool_only_ms) / med['cpu']['hard'], 4),
+        wall_hard_step_ms=round(med['wall']['hard'], 2), wall_label_pool_step_ms=round(med['wall']['pooled'], 2),
+        wall_ratio=round(med['wall']['pooled'] / med['wall']['hard'], 4),
+    )
+
+
+def write_json(path: str, data: Dict[str, object]) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(data, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--json', default=None, help='write the results to this JSON file')
+    p.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
+    p.add_argument('--crops', type=int, default=256)
+    p.add_argument('--map-size', type=int, default=15)
+    p.add_argument('--topk', type=int, default=5)
+    p.add_argument('--num-classes', type=int, default=1000)
+    p.add_argument('--repeats', type=int, default=20)
+    p.add_argument('--model', default='test_resnet')
+    p.add_argument('--img-size', type=int, default=112)
+    p.add_argument('--batch-size', type=int, default=32)
+    p.add_argument('--steps', type=int, default=30, help='timed steps per variant')
+    p.add_argument('--skip-train-step', action='store_true')
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    results: Dict[str, object] = dict(
+        env=dict(torch=torch.__version__, python=platform.python_version(), threads=args.threads,
+                 cpu=platform.processor() or platform.machine(), device='cpu'),
+    )
+    sp = bench_speedup(args)
+    results['speedup_vs_official'] = sp
+    print(f"| LabelPooling, {sp['crops']} crops, {args.map_size}x{args.map_size} top-{args.topk}, "
+          f"{args.num_classes} classes, CPU x{args.threads} | ms (median) |")
+    print('| --- | ---: |')
+    print(f"| official: densify + roi_align + softmax | {sp['official_ms']:.2f} |")
+    print(f"| label_pool | {sp['label_pool_ms']:.3f} |")
+    print(f"| speedup | {sp['speedup']:.1f}x (max abs diff {sp['max_abs_diff']:.2e}) |")
+    if not args.skip_train_step:
+        ts = bench_train_step(args)
+        results['train_step_overhead'] = ts
+        print()
+        print(f"| train step, {ts['model']} {ts['img_size']}px, batch {ts['batch_size']}, "
+              f"{ts['num_classes']} classes | CPU ms (median of {ts['steps']}) |")
+        print('| --- | ---: |')
+        print(f"| hard labels (cross entropy) | {ts['hard_step_ms']:.1f} |")
+        print(f"| label_pool targets in the step (soft CE) | {ts['label_pool_step_ms']:.1f} |")
+        print(f"| label_pool alone | {ts['label_pool_ms']:.3f} |")
+        print(f"| ratio: paired CPU time / fastest steps / isolated / wall clock | {ts['ratio']:.4f} / "
+              f"{ts['ratio_min']:.4f} / {ts['ratio_isolated']:.4f} / {ts['wall_ratio']:.4f} |")
+    if args.json:
+        write_json(args.json, results)
+        print(f'\nwrote {args.json}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
