@@ -174,7 +174,7 @@ def check_maps_cover(store: Any, image_ids: Sequence[str], num_classes: int, sca
     declared = getattr(store, 'num_classes', None)
     if declared is not None and declared > num_classes:
         raise UserError(f"label maps have {declared} classes (ids up to {declared - 1}) but the model has "
-                        f"{num_classes}; annotate with a {num_classes}-class annotator or set num_classes")
+                        f"{num_classes}: map class ids must index the model's classes")
     if scan or declared is None:
         for start in range(0, len(ids), chunk_size):
             chunk = ids[start:start + chunk_size]
