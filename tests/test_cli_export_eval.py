@@ -99,8 +99,9 @@ def test_push_maps_uses_the_label_map_writer():
 
 
 def _hand_eval(model, n):
-    """Logits of DigitsGrid(test, seed 0) preprocessed by hand: 48x48 already, so only scale + normalize."""
-    ds = DigitsGrid(split='test', num_samples=n, seed=0)
+    """Logits of DigitsGrid(test, seed 42 = train.py's default) preprocessed by hand: 48x48 already, so
+    only scale + normalize."""
+    ds = DigitsGrid(split='test', num_samples=n, seed=42)
     x = torch.stack([torch.from_numpy(np.asarray(ds[i][0], dtype=np.float32) / 255.0).permute(2, 0, 1)
                      for i in range(n)])
     with torch.no_grad():

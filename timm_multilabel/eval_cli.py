@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "ILSVRC2012_val_XXXXXXXX file names")
     d.add_argument('--num-samples', type=int, default=None, metavar='N',
                    help='evaluate the first N images (digits-grid: generate N grids)')
-    d.add_argument('--seed', type=int, default=0, help='digits-grid generation seed (default 0)')
+    d.add_argument('--seed', type=int, default=42,
+                   help="digits-grid generation seed (default 42, train.py's default: the same test grids)")
     d.add_argument('-b', '--batch-size', type=int, default=64, metavar='N')
     d.add_argument('-j', '--workers', type=int, default=2, metavar='N')
     parser.add_argument('--device', default=None, help='default: cuda when available, else cpu')
