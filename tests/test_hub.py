@@ -176,6 +176,23 @@ def test_card_for_relabel_names_the_map_dataset(tmp_path):
     assert json.loads((tmp_path / 'config.json').read_text())['timm_multilabel']['probs'] == 'softmax'
 
 
+def test_card_without_metrics_and_combined_method(tmp_path):
+    save_model_folder(_model(), tmp_path / 'a', model_name='test_resnet', num_classes=NUM_CLASSES,
+                      metrics={'top1': None}, dataset='/data/my images', args={'pretrained': True})
+    card = ModelCard.load(tmp_path / 'a' / 'README.md')
+    data = card.data.to_dict()
+    assert 'model-index' not in data and 'datasets' not in data  # a local folder is no Hub dataset id
+    assert data['base_model'] == 'timm/test_resnet.r160_in1k'  # fine-tuned from timm's Hub weights
+    assert 'No evaluation results' in card.text
+    save_model_folder(_model(), tmp_path / 'b', model_name='test_resnet', num_classes=NUM_CLASSES,
+                      method={'name': 'mile+relabel', 'kt': 2, 'ks': 1, 'rho': 0.2, 'maps': 'acme/maps'},
+                      metrics={'mAP': 12.5})
+    data = ModelCard.load(tmp_path / 'b' / 'README.md').data.to_dict()
+    assert {'mile', 'relabel'} <= set(data['tags']) and data['datasets'] == ['acme/maps']
+    cfg = json.loads((tmp_path / 'b' / 'config.json').read_text())['timm_multilabel']
+    assert cfg['probs'] == 'sigmoid' and cfg['method']['maps'] == 'acme/maps'
+
+
 def test_state_dict_argument_is_what_is_saved(tmp_path):
     model = _model()
     ema = {k: (v + 1 if v.is_floating_point() else v) for k, v in model.state_dict().items()}

@@ -481,8 +481,8 @@ def save_model_folder(
         tmps[CONFIG_NAME].write_text(json.dumps(config, indent=2), encoding='utf-8')
 
         source_id = model.pretrained_cfg.get('hf_hub_id')
-        base_model = source_id if args and (args.get('pretrained') or args.get('pretrained_path')) and source_id \
-            else None
+        # fine-tuned from timm's Hub weights (--pretrained): name them as the base model
+        base_model = source_id if args and args.get('pretrained') and not args.get('pretrained_path') else None
         if model_name.startswith('hf-hub:') and args and args.get('pretrained'):
             base_model = model_name[len('hf-hub:'):].split('@')[0]
         title = repo_id.split('/')[-1] if repo_id else f'{config["architecture"]}.{"_".join(parts)}' \
