@@ -50,6 +50,15 @@ _SHARD_RE = re.compile(r'^train-(\d{5,})-of-(\d{5,})\.parquet$')
 _ZSTD_LEVEL = 3
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # mkstemp creates 0600; finished files get the usual mode
+
+
 def shard_name(index: int, num_shards: int) -> str:
     """``data/train-00003-of-00010.parquet`` (the name datasets maps to split 'train')."""
     return f'{DATA_DIR}/train-{index:05d}-of-{num_shards:05d}.parquet'
@@ -99,6 +108,7 @@ def write_table_atomic(table: pa.Table, path: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix='.parquet', dir=folder)
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)
         pq.write_table(
             table, tmp, compression='zstd', compression_level=_ZSTD_LEVEL,
             use_dictionary=['image_id'],
@@ -198,6 +208,7 @@ def _write_text_atomic(path: str, text: str) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
     try:
+        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             f.write(text)
         os.replace(tmp, path)
