@@ -18,11 +18,13 @@ __all__ = ['IMAGE_EXTENSIONS', 'list_images', 'ImageListDataset']
 
 
 def _extensions() -> Tuple[str, ...]:
+    exts = {'.bmp', '.gif', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp'}
     try:
         from timm.data.readers.img_extensions import get_img_extensions
-        return tuple(sorted({e.lower() for e in get_img_extensions()}))
+        exts |= {e.lower() for e in get_img_extensions()}
     except ImportError:  # pragma: no cover
-        return ('.bmp', '.gif', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
+        pass
+    return tuple(sorted(exts))
 
 
 IMAGE_EXTENSIONS = _extensions()

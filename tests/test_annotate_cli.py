@@ -1,0 +1,163 @@
+"""`timm-multilabel annotate`: folder of images -> label-map dataset, resumable."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from timm_multilabel.cli import main
+from timm_multilabel.relabel import annotate_cli
+from timm_multilabel.relabel.annotate import LabelMapAnnotator, create_annotator
+from timm_multilabel.relabel.store import load_label_maps
+from timm_multilabel.relabel.writer import ShardWriter, list_shards
+
+LAYOUT = ['a/x1.jpg', 'a/x2.png', 'a/deep/x3.jpeg', 'b/y1.JPG', 'b/y2.png', 'c.png', 'd/z.webp']
+IDS = sorted(os.path.splitext(p)[0] for p in LAYOUT)
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory):
+    from PIL import Image
+    root = tmp_path_factory.mktemp('images')
+    rng = np.random.default_rng(0)
+    for i, rel in enumerate(LAYOUT):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (30 + 7 * i, 60 - 3 * i, 3), dtype=np.uint8)).save(path)
+    (root / 'notes.txt').write_text('not an image')
+    (root / '.hidden').mkdir()
+    Image.new('RGB', (8, 8)).save(root / '.hidden' / 'skip.png')
+    return root
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    import timm
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('w') / 'test_resnet.pth'
+    torch.save(timm.create_model('test_resnet').state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv('HF_DATASETS_CACHE', str(tmp_path / 'hf_cache'))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _args(image_dir, weights, out, *extra):
+    return ['annotate', '--model', 'test_resnet', '--pretrained-path', weights, '--data-dir', str(image_dir),
+            '--output', str(out), '--img-size', '64', '--topk', '3', '--shard-size', '3', '--batch-size', '2',
+            '--workers', '0', *extra]
+
+
+def _store(out, tmp_path):
+    return load_label_maps(str(out), cache_dir=str(tmp_path / 'store_cache'))
+
+
+def test_annotate_folder_end_to_end(image_dir, weights, tmp_path):
+    out = tmp_path / 'maps'
+    assert main(_args(image_dir, weights, out, '--dtype', 'float32', '--workers', '2')) == 0
+    assert [os.path.basename(p) for p in list_shards(str(out))] == [
+        'train-00000-of-00003.parquet', 'train-00001-of-00003.parquet', 'train-00002-of-00003.parquet']
+    store = _store(out, tmp_path)
+    assert store.image_ids == IDS  # relative paths without extension, nested folders, hidden ones skipped
+    assert store.map_size == (2, 2) and store.topk == 3 and store.info['input_size'] == 64
+    assert store.info['annotator'] == 'test_resnet' and 'sha256' in store.info['weights']
+    assert len(store.class_names) == 1000 and store.class_names[0].startswith('tench')
+    # the maps are the annotator's output on the whole images
+    annotator = create_annotator('test_resnet', pretrained_path=weights, topk=3, img_size=64)
+    from PIL import Image
+    x = torch.stack([annotator.transform(Image.open(image_dir / p).convert('RGB')) for p in LAYOUT])
+    with torch.inference_mode():
+        scores, classes = annotator(x)
+    for i, rel in enumerate(LAYOUT):
+        s, c = store[os.path.splitext(rel)[0]]
+        assert torch.equal(c, classes[i])
+        assert torch.allclose(s, scores[i], atol=1e-5)
+
+
+def test_refuses_existing_output_and_mismatched_resume(image_dir, weights, tmp_path, capsys):
+    out = tmp_path / 'maps'
+    assert main(_args(image_dir, weights, out)) == 0
+    before = {p: os.path.getmtime(p) for p in list_shards(str(out))}
+    assert main(_args(image_dir, weights, out)) == 2
+    assert '--resume' in capsys.readouterr().err
+    assert main(_args(image_dir, weights, out, '--resume', '--topk', '2')) == 2
+    assert 'topk=3' in capsys.readouterr().err
+    assert main(_args(image_dir, weights, out, '--resume')) == 0  # nothing left to do
+    assert {p: os.path.getmtime(p) for p in list_shards(str(out))} == before
+    assert main(_args(image_dir, weights, out, '--overwrite', '--topk', '2', '--shard-size', '10')) == 0
+    assert len(list_shards(str(out))) == 1 and _store(out, tmp_path).topk == 2
+    (tmp_path / 'other').mkdir()
+    (tmp_path / 'other' / 'mine.txt').write_text('x')
+    assert main(_args(image_dir, weights, tmp_path / 'other')) == 2
+    assert 'already holds files' in capsys.readouterr().err
+
+
+def test_resume_after_interruption_annotates_each_image_once(image_dir, weights, tmp_path, monkeypatch):
+    ref = tmp_path / 'ref'
+    assert main(_args(image_dir, weights, ref)) == 0
+    seen = []
+    forward = LabelMapAnnotator.forward
+
+    def counting_forward(self, images):
+        seen.append(len(images))
+        return forward(self, images)
+
+    monkeypatch.setattr(LabelMapAnnotator, 'forward', counting_forward)
+    submit = ShardWriter.submit
+    calls = []
+
+    def interrupted_submit(self, index, *a):
+        calls.append(index)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while shard 1 is handed over
+        return submit(self, index, *a)
+
+    out = tmp_path / 'maps'
+    monkeypatch.setattr(ShardWriter, 'submit', interrupted_submit)
+    assert main(_args(image_dir, weights, out)) == 130
+    assert [os.path.basename(p) for p in list_shards(str(out))] == ['train-00000-of-00003.parquet']
+    assert not (out / 'README.md').exists()
+    (out / 'data' / '.tmp-leftover.parquet').write_bytes(b'partial')  # a write cut short
+    with pytest.raises(Exception, match='unfinished annotate run'):
+        _store(out, tmp_path)
+    monkeypatch.setattr(ShardWriter, 'submit', submit)
+    seen.clear()
+    assert main(_args(image_dir, weights, out, '--resume')) == 0
+    assert sum(seen) == len(IDS) - 3  # shard 0 (3 images) was not redone
+    assert sorted(os.listdir(out / 'data')) == [
+        'train-00000-of-00003.parquet', 'train-00001-of-00003.parquet', 'train-00002-of-00003.parquet']
+    got, want = _store(out, tmp_path), _store(ref, tmp_path)
+    assert got.image_ids == want.image_ids == IDS
+    gs, gc = got.get_batch(IDS)
+    ws, wc = want.get_batch(IDS)
+    assert torch.equal(gc, wc) and torch.allclose(gs, ws, rtol=2e-3, atol=1e-4)
+
+
+def test_bad_inputs_are_one_line_errors(image_dir, weights, tmp_path, capsys):
+    assert main(_args(image_dir, weights, tmp_path / 'o1', '--model', 'no_such_model')) == 2
+    assert "unknown timm model 'no_such_model'" in capsys.readouterr().err
+    assert main(_args(tmp_path / 'missing', weights, tmp_path / 'o2')) == 2
+    assert 'image folder not found' in capsys.readouterr().err
+    bad = tmp_path / 'bad_images'
+    bad.mkdir()
+    (bad / 'ok.png').write_bytes((image_dir / 'c.png').read_bytes())
+    (bad / 'broken.jpg').write_bytes(b'not a jpeg at all')
+    assert main(_args(bad, weights, tmp_path / 'o3')) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if 'error:' in ln]
+    assert len(err) == 1 and err[0].startswith('timm-multilabel annotate: error: cannot read image')
+    assert 'broken.jpg' in err[0]
+    assert not list_shards(str(tmp_path / 'o3'))
+
+
+def test_plan_records_what_resume_compares(image_dir, weights, tmp_path):
+    out = tmp_path / 'maps'
+    assert main(_args(image_dir, weights, out, '--limit', '4')) == 0
+    plan = annotate_cli.read_run_plan(str(out))
+    assert plan['num_images'] == 4 and plan['num_shards'] == 2 and plan['map_size'] == [2, 2]
+    assert _store(out, tmp_path).image_ids == IDS[:4]

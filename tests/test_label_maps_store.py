@@ -1,0 +1,222 @@
+"""Label-map datasets: encoding, Parquet shards + card, memory-mapped random access."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from timm_multilabel.errors import UserError
+from timm_multilabel.relabel.maps import class_id_dtype, encode_maps
+from timm_multilabel.relabel.store import LabelMapStore, load_label_maps
+from timm_multilabel.relabel.writer import (
+    list_shards, push_maps, read_map_info, write_dataset_card, write_shard,
+)
+
+K, H, W = 3, 4, 5
+
+
+def _maps(n, num_classes=1000, seed=0, scale=8.0):
+    g = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(n, K, H, W, generator=g) * scale).sort(dim=1, descending=True).values
+    classes = torch.stack([torch.randperm(num_classes, generator=g)[:K] for _ in range(n * H * W)])
+    classes = classes.reshape(n, H, W, K).permute(0, 3, 1, 2).contiguous()
+    return scores, classes
+
+
+def _write(folder, ids, scores, classes, dtype='float16', num_classes=1000, shard_size=4, names=None):
+    n = len(ids)
+    num_shards = -(-n // shard_size)
+    for s in range(num_shards):
+        sl = slice(s * shard_size, (s + 1) * shard_size)
+        write_shard(str(folder), s, num_shards, ids[sl], scores[sl], classes[sl], dtype, num_classes)
+    write_dataset_card(str(folder), dict(
+        annotator='test_resnet', weights='unit test', input_size=128, map_size=(H, W), topk=K, dtype=dtype,
+        num_classes=num_classes, class_names=names))
+    return str(folder)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return str(tmp_path / 'hf_cache')
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'float16', 'uint8'])
+def test_round_trip(tmp_path, cache, dtype):
+    scores, classes = _maps(10)
+    ids = [f'n{i % 3:08d}/img_{i:03d}' for i in range(10)]
+    folder = _write(tmp_path / 'maps', ids, scores, classes, dtype)
+    store = load_label_maps(folder, cache_dir=cache)
+    assert len(store) == 10 and store.topk == K and store.map_size == (H, W) and store.num_classes == 1000
+    assert store.dtype == dtype and store.info['annotator'] == 'test_resnet'
+    assert store.image_ids == sorted(ids)
+    for i in (0, 7, 9):
+        s, c = store[ids[i]]
+        assert s.dtype == torch.float32 and c.dtype == torch.int64 and s.shape == c.shape == (K, H, W)
+        assert torch.equal(c, classes[i])
+        if dtype == 'float32':
+            assert torch.equal(s, scores[i])
+        elif dtype == 'float16':
+            assert torch.allclose(s, scores[i], rtol=2 ** -10, atol=1e-6)
+        else:  # per-map affine uint8: error at most (max - min) / 255 / 2
+            bound = float(scores[i].max() - scores[i].min()) / 255 / 2
+            err = float((s - scores[i]).abs().max())
+            assert err <= bound * 1.001 + 1e-6
+            assert err > 0  # really quantized
+            assert torch.isclose(s.max(), scores[i].max(), atol=1e-5) and torch.isclose(s.min(), scores[i].min(), atol=1e-5)
+
+
+def test_uint8_quantization_by_hand():
+    scores = torch.tensor([-1.0, 0.0, 1.0, 4.1]).reshape(1, 4, 1, 1)
+    enc = encode_maps(scores, torch.arange(4).reshape(1, 4, 1, 1), 'uint8', 10)
+    assert enc.offset[0] == np.float32(-1.0)
+    assert np.isclose(enc.scale[0], 5.1 / 255)
+    assert enc.scores.tolist() == [[0, 50, 100, 255]]  # (s + 1) / 0.02
+
+
+def test_class_id_dtype_and_columns(tmp_path, cache):
+    import pyarrow.parquet as pq
+    assert class_id_dtype(10) == np.uint8 and class_id_dtype(256) == np.uint8
+    assert class_id_dtype(257) == np.int16 and class_id_dtype(1000) == np.int16
+    assert class_id_dtype(40000) == np.int32
+    for num_classes, arrow in [(10, 'uint8'), (40000, 'int32')]:
+        scores, classes = _maps(3, num_classes=num_classes)
+        folder = _write(tmp_path / str(num_classes), ['a', 'b', 'c'], scores, classes, 'uint8', num_classes)
+        schema = pq.read_schema(list_shards(folder)[0])
+        assert str(schema.field('classes').type.value_type) == arrow
+        assert str(schema.field('scores').type.value_type) == 'uint8'
+        assert {'offset', 'scale'} <= set(schema.names)
+        assert torch.equal(load_label_maps(folder, cache_dir=cache)['b'][1], classes[1])
+
+
+def test_load_dataset_reads_the_folder(tmp_path, cache):
+    import datasets
+    scores, classes = _maps(9)
+    ids = [f'd/{i}' for i in range(9)]
+    names = [f'class {i}' for i in range(1000)]
+    folder = _write(tmp_path / 'maps', ids, scores, classes, 'float32', shard_size=4, names=names)
+    assert [os.path.basename(p) for p in list_shards(folder)] == [
+        'train-00000-of-00003.parquet', 'train-00001-of-00003.parquet', 'train-00002-of-00003.parquet']
+    ds = datasets.load_dataset(folder, split='train', cache_dir=cache)
+    assert ds.num_rows == 9 and ds['image_id'] == ids
+    row = ds[4]
+    assert torch.equal(torch.tensor(row['scores']).reshape(K, H, W), scores[4])
+    assert torch.equal(torch.tensor(row['classes']).reshape(K, H, W), classes[4])
+    info = read_map_info(folder)
+    assert info['num_images'] == 9 and info['topk'] == K and info['map_size'] == (H, W)
+    assert info['class_names'] == names and info['dtype'] == 'float32'
+    store = load_label_maps(folder, cache_dir=cache)
+    assert store.class_names == names and store.info['weights'] == 'unit test'
+    card = open(os.path.join(folder, 'README.md')).read()
+    assert 'path: data/train-*.parquet' in card and 'dataset_info' in card and 'load_label_maps' in card
+
+
+def test_batched_lookup_equals_per_item_and_membership(tmp_path, cache):
+    scores, classes = _maps(12)
+    ids = [f'x/{i:02d}' for i in range(12)][::-1]  # written unsorted: the store sorts its index
+    folder = _write(tmp_path / 'maps', ids, scores, classes, 'uint8', shard_size=5)
+    store = load_label_maps(folder, cache_dir=cache)
+    want = ['x/03', 'x/11', 'x/00', 'x/03', 'x/07']
+    bs, bc = store.get_batch(want)
+    assert bs.shape == (5, K, H, W) and bc.dtype == torch.int64
+    for j, i in enumerate(want):
+        s, c = store[i]
+        assert torch.equal(bs[j], s) and torch.equal(bc[j], c)
+        assert torch.equal(c, classes[ids.index(i)])
+    assert 'x/05' in store and 'x/99' not in store and 5 not in store
+    assert store.missing(['x/01', 'nope', 'x/02', 'zz']) == ['nope', 'zz']
+    with pytest.raises(KeyError, match='nope'):
+        store['nope']
+    with pytest.raises(KeyError, match='nope'):
+        store.get_batch(['x/01', 'nope'])
+
+
+class _MapDataset(torch.utils.data.Dataset):
+    def __init__(self, store, ids):
+        self.store, self.ids = store, ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return self.store[self.ids[i]]
+
+
+def test_store_in_dataloader_workers_and_pickle(tmp_path, cache):
+    scores, classes = _maps(8)
+    ids = [f'{i}' for i in range(8)]
+    store = load_label_maps(_write(tmp_path / 'maps', ids, scores, classes, 'float16'), cache_dir=cache)
+    clone = pickle.loads(pickle.dumps(store))
+    assert torch.equal(clone['3'][0], store['3'][0])
+    loader = torch.utils.data.DataLoader(_MapDataset(store, ids), batch_size=3, num_workers=2)
+    got_s, got_c = zip(*loader)
+    assert torch.equal(torch.cat(got_c), classes)
+    assert torch.allclose(torch.cat(got_s), scores, rtol=2 ** -10, atol=1e-6)
+    ctx = torch.multiprocessing.get_context('spawn')
+    loader = torch.utils.data.DataLoader(_MapDataset(store, ids), batch_size=8, num_workers=1,
+                                         multiprocessing_context=ctx)
+    (s, c), = list(loader)
+    assert torch.equal(c, classes)
+
+
+def test_corrupt_or_truncated_shard_is_named(tmp_path, cache):
+    scores, classes = _maps(8)
+    folder = _write(tmp_path / 'maps', [str(i) for i in range(8)], scores, classes, 'float32', shard_size=4)
+    shard = list_shards(folder)[1]
+    data = open(shard, 'rb').read()
+    with open(shard, 'wb') as f:
+        f.write(data[: len(data) // 2])  # truncated: no footer
+    with pytest.raises(UserError, match='train-00001-of-00002.parquet'):
+        load_label_maps(folder, cache_dir=cache)
+    # footer intact, data pages garbled
+    bad = bytearray(data)
+    bad[8:len(data) // 2] = os.urandom(len(data) // 2 - 8)
+    with open(shard, 'wb') as f:
+        f.write(bytes(bad))
+    with pytest.raises(UserError, match='train-00001-of-00002.parquet'):
+        load_label_maps(folder, cache_dir=cache)
+
+
+def test_invalid_maps_and_folders(tmp_path, cache):
+    scores, classes = _maps(2)
+    scores[1, 0, 2, 3] = float('nan')
+    with pytest.raises(UserError, match="'b'.*NaN"):
+        write_shard(str(tmp_path / 'm'), 0, 1, ['a', 'b'], scores, classes, 'float16', 1000)
+    assert not list_shards(str(tmp_path / 'm'))
+    scores, classes = _maps(2)
+    with pytest.raises(UserError, match='float16 range'):
+        write_shard(str(tmp_path / 'm'), 0, 1, ['a', 'b'], scores * 1e5, classes, 'float16', 1000)
+    with pytest.raises(UserError, match=r'outside \[0, 10\)'):
+        write_shard(str(tmp_path / 'm'), 0, 1, ['a', 'b'], scores, classes, 'float16', 10)
+    write_shard(str(tmp_path / 'm'), 0, 1, ['a', 'b'], scores, classes, 'float16', 1000)
+    assert not [n for n in os.listdir(tmp_path / 'm' / 'data') if n.startswith('.')]  # no temp file left
+    with pytest.raises(UserError, match='no dataset card'):
+        load_label_maps(str(tmp_path / 'm'), cache_dir=cache)
+    with pytest.raises(UserError, match='no label-map dataset folder'):
+        load_label_maps(str(tmp_path / 'nowhere' / 'x' / 'y'))
+
+
+def test_hub_repo_id_uses_snapshot_download(tmp_path, cache, monkeypatch):
+    import huggingface_hub
+    scores, classes = _maps(3)
+    folder = _write(tmp_path / 'maps', ['a', 'b', 'c'], scores, classes, 'float16')
+    calls = []
+
+    def fake_snapshot_download(repo_id, repo_type=None, revision=None, **kw):
+        calls.append((repo_id, repo_type, revision))
+        return folder
+
+    monkeypatch.setattr(huggingface_hub, 'snapshot_download', fake_snapshot_download)
+    store = load_label_maps('someone/relabel-maps', revision='v1', cache_dir=cache)
+    assert calls == [('someone/relabel-maps', 'dataset', 'v1')]
+    assert torch.equal(store['c'][1], classes[2])
+
+
+def test_push_without_network_is_one_line_error(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    scores, classes = _maps(2)
+    folder = _write(tmp_path / 'maps', ['a', 'b'], scores, classes, 'float16')
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
+    with pytest.raises(UserError) as e:
+        push_maps(folder, 'someone/maps')
+    assert 'someone/maps' in str(e.value) and '\n' not in str(e.value)
