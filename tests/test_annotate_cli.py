@@ -161,3 +161,19 @@ def test_plan_records_what_resume_compares(image_dir, weights, tmp_path):
     plan = annotate_cli.read_run_plan(str(out))
     assert plan['num_images'] == 4 and plan['num_shards'] == 2 and plan['map_size'] == [2, 2]
     assert _store(out, tmp_path).image_ids == IDS[:4]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_write_one_consistent_dataset(image_dir, weights, tmp_path, run):
+    """torchrun (what `accelerate launch` runs) with 2 CPU processes: gloo, shards dealt out."""
+    single, multi = tmp_path / 'single', tmp_path / 'multi'
+    assert main(_args(image_dir, weights, single, '--shard-size', '2')) == 0
+    proc = run(['-m', 'torch.distributed.run', '--nproc_per_node', '2', '-m', 'timm_multilabel.cli',
+                *_args(image_dir, weights, multi, '--shard-size', '2')], env={'OMP_NUM_THREADS': '1'})
+    assert 'on 2 processes' in proc.stderr + proc.stdout
+    a, b = _store(single, tmp_path), _store(multi, tmp_path)
+    assert a.image_ids == b.image_ids == IDS
+    sa, ca = a.get_batch(IDS)
+    sb, cb = b.get_batch(IDS)
+    assert torch.equal(ca, cb) and torch.allclose(sa, sb, rtol=2e-3, atol=1e-4)
