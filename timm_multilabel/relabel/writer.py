@@ -57,6 +57,7 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()  # mkstemp creates 0600; finished files get the usual mode
+_DIR_MODE = 0o777 & ~_umask()
 
 
 def shard_name(index: int, num_shards: int) -> str:
