@@ -61,6 +61,17 @@ def resolve_output_dir(args) -> Path:
     return out
 
 
+def _real_labels_for(dataset, source: str):
+    """ReaL label sets of the eval images: matched by ``ILSVRC2012_val_*`` file name when the dataset
+    has file names (class-folder layouts reorder the images), else by position."""
+    from timm_multilabel.data.real_labels import check_real_labels, load_real_labels, real_labels_for_files
+    table = load_real_labels(None if source == 'timm' else source)
+    if hasattr(dataset, 'filenames'):
+        return real_labels_for_files(dataset.filenames(basename=True), table)
+    check_real_labels(table, len(dataset), where='the validation set')
+    return table
+
+
 def scaled_lr(args, world_size: int) -> float:
     """timm's rule: --lr if given, else --lr-base scaled by the global batch size."""
     if args.lr is not None:
@@ -127,12 +138,13 @@ def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerato
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Run training; returns the summary dict written to ``summary.json``."""
-    args, args_text = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     try:
+        args, args_text = parse_args(argv)
         return run(args, args_text)
     except UserError as e:
-        if args.debug:
+        if '--debug' in argv:
             raise
         print(f'train.py: error: {e}', file=sys.stderr)
         sys.exit(2)
@@ -174,9 +186,10 @@ def run(args, args_text: str) -> Dict[str, Any]:
         raise UserError('cannot tell the number of classes of this dataset; pass --num-classes')
     real_labels = get_real_labels(dataset_eval)
     if args.real_labels:
-        from timm_multilabel.data.real_labels import check_real_labels, load_real_labels
-        real_labels = load_real_labels(None if args.real_labels == 'timm' else args.real_labels)
-        check_real_labels(real_labels, len(dataset_eval), where=f'--real-labels {args.real_labels}')
+        real_labels = _real_labels_for(dataset_eval, args.real_labels)
+    if real_labels is None and args.eval_metric not in ('top1', 'loss'):
+        raise UserError(f'--eval-metric {args.eval_metric} needs multi-label ground truth: digits-grid, or '
+                        f'--real-labels for ImageNet')
 
     # ---- model ----
     model_kwargs = dict(args.model_kwargs)
@@ -195,12 +208,11 @@ def run(args, args_text: str) -> Dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
     data_config = resolve_data_config(vars(args), model=model, verbose=False)
 
-    transform_train = create_transform(
-        data_config['input_size'], is_training=not args.no_aug, no_aug=args.no_aug, scale=args.scale,
-        ratio=args.ratio, hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter,
-        auto_augment=args.aa, interpolation=args.train_interpolation, mean=data_config['mean'],
-        std=data_config['std'], re_prob=args.reprob, re_mode=args.remode, re_count=args.recount,
-        train_crop_mode=args.train_crop_mode)
+    train_transform_kwargs = dict(
+        input_size=data_config['input_size'], scale=args.scale, ratio=args.ratio, hflip=args.hflip,
+        vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa,
+        interpolation=args.train_interpolation, mean=data_config['mean'], std=data_config['std'],
+        re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, train_crop_mode=args.train_crop_mode)
     transform_eval = create_transform(
         data_config['input_size'], is_training=False, interpolation=data_config['interpolation'],
         mean=data_config['mean'], std=data_config['std'], crop_pct=data_config['crop_pct'],
@@ -211,12 +223,13 @@ def run(args, args_text: str) -> Dict[str, Any]:
     dense_targets = False
     if args.relabel_maps:
         from timm_multilabel.training.relabel import build_relabel_training
-        dataset_train, collate_fn = build_relabel_training(args, dataset_train, data_config, num_classes)
+        dataset_train, collate_fn = build_relabel_training(args, dataset_train, train_transform_kwargs, num_classes)
         dense_targets = True
         method = {**method, 'name': 'mile+relabel' if args.mile else 'relabel', 'maps': args.relabel_maps,
                   'fill': args.relabel_fill, 'mode': args.relabel_mode}
     else:
-        dataset_train.transform = transform_train
+        dataset_train.transform = create_transform(
+            is_training=True, no_aug=args.no_aug, **train_transform_kwargs)
 
     loader_train = torch.utils.data.DataLoader(
         dataset_train, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
@@ -325,8 +338,11 @@ def run(args, args_text: str) -> Dict[str, Any]:
                     f'{k} {eval_metrics[k]:.2f}' for k in METRIC_KEYS if eval_metrics.get(k) is not None))
         accelerator.wait_for_everyone()
 
+    # The shipped weights are the best epoch's by --eval-metric; report that epoch's numbers.
+    best_row = next((r for r in history if r['epoch'] == keeper.best_epoch), None) or eval_metrics
     summary = {
-        'metrics': {k: eval_metrics.get(k) for k in METRIC_KEYS},
+        'metrics': {k: best_row.get(k) for k in METRIC_KEYS},
+        'last_metrics': {k: eval_metrics.get(k) for k in METRIC_KEYS},
         'world_size': accelerator.num_processes,
         'eval_samples': eval_metrics.get('eval_samples'),
         'test_size': len(dataset_eval),
@@ -366,7 +382,8 @@ def _save_model_folder(args, output_dir, keeper, model, num_classes, class_names
     save_model_folder(
         model, output_dir, model_name=args.model, num_classes=num_classes, label_names=class_names,
         data_config=data_config, metrics=summary['metrics'], method=method,
-        dataset=args.dataset or str(args.data_dir), args=summary['args'], state_dict=state_dict)
+        dataset=args.dataset or str(args.data_dir), args=summary['args'], state_dict=state_dict,
+        repo_id=args.push_to_hub, eval_split=args.val_split)
     if args.push_to_hub:
         push_model_folder(output_dir, args.push_to_hub, private=args.hub_private)
 

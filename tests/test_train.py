@@ -1,10 +1,16 @@
 """train.py end to end: a tiny run's outputs, YAML configs, resume, and refused arguments."""
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 import yaml
+from conftest import ROOT
 
 TINY = ['--model', 'test_resnet', '--train-num-samples', '256', '--val-num-samples', '128', '-b', '32',
         '--workers', '0', '--seed', '3']
@@ -94,16 +100,55 @@ def test_unknown_yaml_key_is_refused(tmp_path, run):
     assert proc.returncode == 2 and 'modle' in proc.stderr and 'Traceback' not in proc.stderr
 
 
+def _kill_after_first_checkpoint(argv, out, timeout=300):
+    """Start train.py, SIGKILL it as soon as its first epoch checkpoint is on disk."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    proc = subprocess.Popen([sys.executable, 'train.py', *map(str, argv)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (out / 'last.pth.tar').exists():
+        assert proc.poll() is None, 'train.py ended before its first checkpoint'
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.mark.slow
-def test_resume_matches_an_uninterrupted_run(tmp_path, run):
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, run):
     full, part = tmp_path / 'full', tmp_path / 'part'
-    run(['train.py', *TINY, '--epochs', '3', '--output', full, '--mixup', '0.2', '--model-ema'])
-    run(['train.py', *TINY, '--epochs', '2', '--output', part, '--mixup', '0.2', '--model-ema'])
-    # Continue the 2-epoch run to 3 epochs: the schedule is that of a 3-epoch run.
-    run(['train.py', *TINY, '--epochs', '3', '--output', part, '--mixup', '0.2', '--model-ema', '--resume', part])
-    a = json.loads((full / 'summary.json').read_text())['metrics']
-    b = json.loads((part / 'summary.json').read_text())['metrics']
-    assert a == b
-    wa = torch.load(full / 'last.pth.tar', weights_only=True)['state_dict']
-    wb = torch.load(part / 'last.pth.tar', weights_only=True)['state_dict']
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    argv = [*TINY, '--epochs', '4', '--mixup', '0.2', '--model-ema', '--model-ema-decay', '0.9']
+    run(['train.py', *argv, '--output', full])
+    _kill_after_first_checkpoint([*argv, '--output', part], part)
+    assert not (part / 'summary.json').exists()
+    run(['train.py', *argv, '--output', part, '--resume', part])
+    a = json.loads((full / 'summary.json').read_text())
+    b = json.loads((part / 'summary.json').read_text())
+    assert a['metrics'] == b['metrics']
+    assert a['num_updates'] == b['num_updates']
+    wa = torch.load(full / 'last.pth.tar', weights_only=True)
+    wb = torch.load(part / 'last.pth.tar', weights_only=True)
+    for key in ('state_dict', 'state_dict_ema'):
+        assert all(torch.equal(wa[key][k], wb[key][k]) for k in wa[key]), key
+
+
+@pytest.mark.slow
+def test_mile_resume_continues_the_generation(tmp_path, run):
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    # 8 updates an epoch with kt=3, ks=2: the kill lands mid-generation, inside a student phase.
+    argv = [*TINY, '--epochs', '3', '--mile', '--mile-kt', '3', '--mile-ks', '2', '--mile-rho', '0.1']
+    run(['train.py', *argv, '--output', full])
+    _kill_after_first_checkpoint([*argv, '--output', part], part)
+    ckpt = torch.load(part / 'last.pth.tar', weights_only=True)
+    assert ckpt['task_state']['phase'] == 'student' and 'teacher' in ckpt['task_state']
+    run(['train.py', *argv, '--output', part, '--resume', part])
+    a = json.loads((full / 'summary.json').read_text())
+    b = json.loads((part / 'summary.json').read_text())
+    assert a['metrics'] == b['metrics'] and a['mile'] == b['mile']
+
+
+def test_unreadable_resume_checkpoint_is_named(tmp_path, run):
+    bad = tmp_path / 'last.pth.tar'
+    bad.write_bytes(b'not a checkpoint')
+    proc = run(['train.py', *TINY, '--output', tmp_path, '--resume', bad], check=False)
+    assert proc.returncode == 2 and str(bad) in proc.stderr and 'Traceback' not in proc.stderr

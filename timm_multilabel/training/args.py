@@ -243,5 +243,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f'--amp-dtype {args.amp_dtype}: expected float16 or bfloat16')
     if len(args.scale) != 2 or len(args.ratio) != 2:
         raise UserError('--scale and --ratio take two numbers each')
+    if args.eval_metric not in ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP',
+                                'loss'):
+        raise UserError(f'--eval-metric {args.eval_metric}: expected top1, real_acc, real_f1@0.25, real_f1@0.5, '
+                        f'label_coverage@0.25, mAP or loss')
     if args.relabel_mode != 'local' and not args.relabel_maps:
         raise UserError(f'--relabel-mode {args.relabel_mode} needs --relabel-maps')
