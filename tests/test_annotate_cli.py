@@ -177,3 +177,35 @@ def test_two_processes_write_one_consistent_dataset(image_dir, weights, tmp_path
     sa, ca = a.get_batch(IDS)
     sb, cb = b.get_batch(IDS)
     assert torch.equal(ca, cb) and torch.allclose(sa, sb, rtol=2e-3, atol=1e-4)
+
+
+def test_show_draws_the_top_classes(tmp_path, capsys):
+    """`show`: the image's top classes pooled over the whole map, heat maps with rows = y."""
+    from PIL import Image
+    from timm_multilabel.relabel.show import show_label_map
+    from timm_multilabel.relabel.writer import write_dataset_card, write_shard
+    scores = torch.tensor([[[5.0, 5.0], [1.0, 1.0]], [[1.0, 1.0], [4.0, 4.0]]])[None]  # [1, K=2, H=2, W=2]
+    classes = torch.tensor([[[3, 3], [7, 7]], [[7, 7], [3, 3]]])[None]
+    maps = tmp_path / 'maps'
+    write_shard(str(maps), 0, 1, ['cls/img'], scores, classes, 'float16', 10)
+    write_dataset_card(str(maps), dict(annotator='m', input_size=64, map_size=(2, 2), topk=2, dtype='float16',
+                                       num_classes=10, class_names=[f'name{i}' for i in range(10)]))
+    (tmp_path / 'cls').mkdir()
+    Image.new('RGB', (40, 30), (200, 100, 50)).save(tmp_path / 'cls' / 'img.jpg')
+    out = tmp_path / 'figs' / 'img.png'
+    rows = show_label_map(str(maps), str(tmp_path / 'cls' / 'img.jpg'), str(out), topk=2,
+                          cache_dir=str(tmp_path / 'c'))
+    # pooled logits: class 3 -> (5 + 5 + 4 + 4) / 4 = 4.5, class 7 -> 1, the 8 others 0; softmax
+    z = np.exp(4.5) + np.exp(1.0) + 8
+    assert [r[0] for r in rows] == [3, 7] and rows[0][1] == 'name3'
+    assert np.isclose(rows[0][2], np.exp(4.5) / z, atol=1e-4) and np.isclose(rows[1][2], np.exp(1.0) / z, atol=1e-4)
+    assert rows[0][3].tolist() == [[5.0, 5.0], [4.0, 4.0]]  # row 0 is the top
+    assert rows[1][3].tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    with Image.open(out) as png:
+        assert png.format == 'PNG' and png.size[0] > 200
+    assert main(['show', '--maps', str(maps), '--image', str(tmp_path / 'cls' / 'img.jpg'),
+                 '--out', str(tmp_path / 'cli.png'), '--image-id', 'cls/img', '--topk', '1']) == 0
+    assert (tmp_path / 'cli.png').exists() and 'name3' in capsys.readouterr().out
+    assert main(['show', '--maps', str(maps), '--image', str(tmp_path / 'cls' / 'img.jpg'),
+                 '--out', str(tmp_path / 'x.png'), '--image-id', 'other']) == 2
+    assert "no label map for image id 'other'" in capsys.readouterr().err
