@@ -152,6 +152,13 @@ def test_store_in_dataloader_workers_and_pickle(tmp_path, cache):
     got_s, got_c = zip(*loader)
     assert torch.equal(torch.cat(got_c), classes)
     assert torch.allclose(torch.cat(got_s), scores, rtol=2 ** -10, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_store_in_spawned_dataloader_worker(tmp_path, cache):
+    scores, classes = _maps(8)
+    ids = [f'{i}' for i in range(8)]
+    store = load_label_maps(_write(tmp_path / 'maps', ids, scores, classes, 'float16'), cache_dir=cache)
     ctx = torch.multiprocessing.get_context('spawn')
     loader = torch.utils.data.DataLoader(_MapDataset(store, ids), batch_size=8, num_workers=1,
                                          multiprocessing_context=ctx)
