@@ -15,7 +15,9 @@ load from other processes on a shared machine hits both alike.
 ``overhead_vs_inference`` = annotate / inference wall time (target <= 1.10);
 ``overhead_vs_inference_cpu`` = the same for CPU time (this process, its writer thread and its
 DataLoader workers: robust when other jobs share the CPUs);
-``images_per_second`` = images / annotate wall time.
+``images_per_second`` = images / annotate wall time;
+``forward_overhead`` = annotator(batch) / model(batch) on one in-memory batch (the compute cost of the
+fully convolutional head and the top-K alone, fastest of interleaved repeats).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -114,6 +117,16 @@ def main(argv=None):
             annotate(annotator, ids, paths, out, args.batch_size, args.workers, args.shard_size)
             t_ann.append(time.perf_counter() - t)
             c_ann.append(cpu_time() - c)
+        x = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
+        t_model, t_fcn = [], []
+        with torch.inference_mode():
+            for _ in range(args.repeats + 2):
+                t = time.perf_counter()
+                annotator.model(x)
+                t_model.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                annotator(x)
+                t_fcn.append(time.perf_counter() - t)
         from timm_multilabel.relabel.store import load_label_maps
         store = load_label_maps(out, cache_dir=os.path.join(tmp, 'cache'))
         assert store.image_ids == ids
@@ -125,15 +138,17 @@ def main(argv=None):
         'inference_s': round(min(t_inf), 3), 'annotate_s': round(min(t_ann), 3),
         'inference_s_all': [round(t, 3) for t in t_inf], 'annotate_s_all': [round(t, 3) for t in t_ann],
         'overhead_vs_inference': round(min(t_ann) / min(t_inf), 3),
+        'overhead_vs_inference_median': round(statistics.median(t_ann) / statistics.median(t_inf), 3),
         'inference_cpu_s': round(min(c_inf), 3), 'annotate_cpu_s': round(min(c_ann), 3),
         'overhead_vs_inference_cpu': round(min(c_ann) / min(c_inf), 3),
         'images_per_second': round(args.num_images / min(t_ann), 1),
+        'forward_overhead': round(min(t_fcn) / min(t_model), 3),
         'machine': f'{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, {args.threads} threads',
     }
     print(f'annotate vs inference: tf_efficientnet_lite0 {args.img_size}px -> {res["map_size"]} maps, '
           f'{args.num_images} JPEGs, batch {args.batch_size}, {args.workers} workers ({res["machine"]})')
-    for name in ('inference_s', 'annotate_s', 'overhead_vs_inference', 'inference_cpu_s', 'annotate_cpu_s',
-                 'overhead_vs_inference_cpu', 'images_per_second'):
+    for name in ('inference_s', 'annotate_s', 'overhead_vs_inference', 'overhead_vs_inference_median', 'inference_cpu_s', 'annotate_cpu_s',
+                 'overhead_vs_inference_cpu', 'images_per_second', 'forward_overhead'):
         print(f'  {name:<24} {res[name]}')
     if args.json:
         with open(args.json, 'w') as f:

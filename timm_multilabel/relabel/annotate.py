@@ -113,6 +113,17 @@ class LabelMapAnnotator(nn.Module):
 
     def dense(self, images: Tensor) -> Tensor:
         """Full label maps: ``images [B, 3, S, S]`` -> logits ``[B, num_classes, H, W]``."""
+        return self._dense_nhwc(images).permute(0, 3, 1, 2)
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """``images [B, 3, S, S]`` -> ``(scores [B, K, H, W] float32, classes [B, K, H, W] int64)``,
+        top-K per cell in descending order (computed on the images' device)."""
+        scores, classes = self._dense_nhwc(images).float().topk(self.topk, dim=-1, largest=True, sorted=True)
+        return scores.permute(0, 3, 1, 2).contiguous(), classes.permute(0, 3, 1, 2).contiguous()
+
+    def _dense_nhwc(self, images: Tensor) -> Tensor:
+        """``images [B, 3, S, S]`` -> logits ``[B, H, W, num_classes]`` (classes last: top-K
+        over a contiguous dim, no transposed copy of the full map)."""
         if images.ndim != 4:
             raise UserError(f'LabelMapAnnotator: images must be [B, 3, S, S], got {tuple(images.shape)}')
         feats = self.model.forward_features(images)
@@ -126,15 +137,8 @@ class LabelMapAnnotator(nn.Module):
             raise UserError(f'LabelMapAnnotator: {type(self.model).__name__}.forward_features returns '
                             f'{tuple(feats.shape)}, neither a feature map nor tokens; it cannot run fully '
                             f'convolutionally')
-        self._map_size = tuple(logits.shape[-2:])
+        self._map_size = tuple(logits.shape[1:3])
         return logits
-
-    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        """``images [B, 3, S, S]`` -> ``(scores [B, K, H, W] float32, classes [B, K, H, W] int64)``,
-        top-K per cell in descending order (computed on the images' device)."""
-        logits = self.dense(images)
-        scores, classes = logits.float().topk(self.topk, dim=1, largest=True, sorted=True)
-        return scores, classes
 
     # -- heads ------------------------------------------------------------------------------
 
@@ -160,8 +164,7 @@ class LabelMapAnnotator(nn.Module):
         else:
             b, c, h, w = feats.shape
             cells = feats.permute(0, 2, 3, 1).reshape(b * h * w, c, 1, 1)
-        logits = self._head(cells, 'feature-map cell')
-        return logits.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+        return self._head(cells, 'feature-map cell').reshape(b, h, w, -1)
 
     def _tokens_to_logits(self, tokens: Tensor, input_hw) -> Tensor:
         npt = int(getattr(self.model, 'num_prefix_tokens', 0) or 0)
@@ -171,8 +174,7 @@ class LabelMapAnnotator(nn.Module):
         # each patch token alone, repeated in the prefix slots so that token, avg, max and
         # attention pooling all return it
         seq = patches.reshape(b * h * w, 1, d).expand(-1, npt + 1, -1)
-        logits = self._head(seq, 'patch token')
-        return logits.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+        return self._head(seq, 'patch token').reshape(b, h, w, -1)
 
     def _grid(self, num_patches: int, input_hw: Tuple[int, int]) -> Tuple[int, int]:
         pe = getattr(self.model, 'patch_embed', None)
