@@ -227,3 +227,31 @@ def test_push_without_network_is_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(UserError) as e:
         push_maps(folder, 'someone/maps')
     assert 'someone/maps' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_push_uploads_card_and_shards_only(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+    scores, classes = _maps(2)
+    folder = _write(tmp_path / 'maps', ['a', 'b'], scores, classes, 'float16')
+    (tmp_path / 'maps' / '.label_maps_run.json').write_text('{}')
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(('token', token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(('create', repo_id, kw['repo_type'], kw['private']))
+
+        def upload_folder(self, **kw):
+            calls.append(('upload', kw['repo_id'], kw['repo_type'], sorted(kw['allow_patterns'])))
+            return type('Commit', (), {'commit_url': 'https://hf.co/datasets/org/maps/commit/1'})()
+
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(huggingface_hub, 'HfApi', FakeApi)
+    assert push_maps(folder, 'org/maps', private=True, token='t') == 'https://hf.co/datasets/org/maps/commit/1'
+    assert calls == [('token', 't'), ('create', 'org/maps', 'dataset', True),
+                     ('upload', 'org/maps', 'dataset', ['README.md', 'data/train-*.parquet'])]
+    assert 'load_label_maps("org/maps")' in open(os.path.join(folder, 'README.md')).read()
+    assert read_map_info(folder)['repo_id'] == 'org/maps'

@@ -309,6 +309,7 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
         'quantization': ('uint8 per map: score = offset + scale * q, offset = min, scale = (max - min) / 255'
                          if dtype == 'uint8' else 'none'),
         'source': str(info.get('source') or 'timm-multilabel annotate'),
+        'repo_id': info.get('repo_id'),
         'class_names': list(class_names) if class_names is not None else None,
     }
     for key in ('mean', 'std', 'interpolation'):
@@ -331,8 +332,8 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
     datasets.info.DatasetInfosDict({'default': ds_info}).to_dataset_card_data(card_data)
     card = DatasetCard.from_template(
         card_data, template_path=dataset_card_template(),
-        repo_id=info.get('repo_id'), bytes_per_map=round(num_bytes / max(num_images, 1)),
-        shape=f'[{topk}, {h}, {w}]', num_shards=len(shards), **{k: v for k, v in meta.items() if k != 'class_names'})
+        bytes_per_map=round(num_bytes / max(num_images, 1)), shape=f'[{topk}, {h}, {w}]', num_shards=len(shards),
+        **{k: v for k, v in meta.items() if k != 'class_names'})
     path = os.path.join(folder, CARD_FILE)
     _write_text_atomic(path, str(card))
     return path
@@ -372,6 +373,8 @@ def push_maps(folder: str, repo_id: str, private: bool = False, token: Optional[
     from huggingface_hub import HfApi, constants
     if constants.HF_HUB_OFFLINE:
         raise UserError(f'cannot push {folder} to {repo_id}: HF_HUB_OFFLINE is set')
+    if info.get('repo_id') != repo_id:  # the card's loading snippets name the Hub repo
+        write_dataset_card(folder, {**info, 'repo_id': repo_id})
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type='dataset', private=private, exist_ok=True)
