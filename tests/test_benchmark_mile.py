@@ -1,0 +1,100 @@
+"""benchmarks/mile_digits.py: JSON structure and self-consistency on tiny settings (not quality)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+METRIC_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP')
+NUM_CLASSES = 10
+
+
+def _load_module(repo_root):
+    spec = importlib.util.spec_from_file_location('mile_digits', repo_root / 'benchmarks' / 'mile_digits.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_json_is_consistent(run, repo_root, tmp_path):
+    out = tmp_path / 'mile.json'
+    proc = run(['benchmarks/mile_digits.py', '--quick', '--seed', '3', '--json', out], timeout=900)
+    result = json.loads(out.read_text())
+
+    assert {'softmax', 'sigmoid', 'mile', 'overhead', 'overhead_total', 'config', 'reference', 'targets'} <= set(result)
+    cfg = result['config']
+    assert cfg['quick'] is True and cfg['seed'] == 3
+    updates = cfg['epochs'] * (cfg['train_num_samples'] // cfg['batch_size'])
+    for method in ('softmax', 'sigmoid', 'mile'):
+        row = result[method]
+        assert set(METRIC_KEYS) | {'train_seconds'} <= set(row), method
+        for key in ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'mAP'):
+            assert 0.0 <= row[key] <= 100.0, (method, key, row[key])
+        assert 1.0 <= row['label_coverage@0.25'] <= NUM_CLASSES
+        assert row['num_updates'] == updates, method  # same number of optimizer updates for all three
+        assert row['eval_samples'] == cfg['val_num_samples']
+        assert len(row['epoch_seconds']) == cfg['epochs']
+        assert row['train_seconds'] == pytest.approx(sum(row['epoch_seconds']), rel=1e-3, abs=1e-3)
+        assert row['epoch_seconds_min'] == pytest.approx(min(row['epoch_seconds']))
+        assert row['train_seconds'] > 0
+
+    # overhead: ratio of the two runs' seconds (fastest epoch; and totals)
+    assert result['overhead'] == pytest.approx(
+        result['mile']['epoch_seconds_min'] / result['sigmoid']['epoch_seconds_min'])
+    assert result['overhead_total'] == pytest.approx(
+        result['mile']['train_seconds'] / result['sigmoid']['train_seconds'])
+
+    # MILe schedule after `updates` updates of kt + ks cycles (hand count: 16 updates, 4 + 4 -> generation 2)
+    kt, ks = cfg['kt'], cfg['ks']
+    assert result['mile']['mile']['generation'] == updates // (kt + ks)
+    assert result['mile']['mile']['phase'] == ('teacher' if updates % (kt + ks) < kt else 'student')
+
+    targets = result['targets']
+    assert targets['f1_gain_vs_sigmoid'] == pytest.approx(
+        result['mile']['real_f1@0.25'] - result['sigmoid']['real_f1@0.25'])
+    assert targets['f1_gain_vs_softmax'] == pytest.approx(
+        result['mile']['real_f1@0.25'] - result['softmax']['real_f1@0.25'])
+    assert targets['met'] == (min(targets['f1_gain_vs_sigmoid'], targets['f1_gain_vs_softmax']) >= 10.0
+                              and result['overhead'] <= 1.25)
+
+    refs = result['reference']
+    m = refs['true_labels_per_image']
+    assert 1.0 <= m <= NUM_CLASSES
+    assert refs['all_classes']['label_coverage@0.25'] == pytest.approx(NUM_CLASSES)
+    # per-image F1 of predicting all classes is 2n/(n + 10), concave in n: its mean <= f(mean n)
+    assert 0.0 < refs['all_classes']['real_f1@0.25'] <= 100.0 * 2 * m / (m + NUM_CLASSES) + 1e-6
+    assert refs['center_digit']['label_coverage@0.25'] == pytest.approx(1.0)
+    assert refs['center_digit']['real_f1@0.25'] == pytest.approx(refs['center_digit']['real_f1@0.5'])
+    # one correct label out of n: 2/(1 + n), convex in n: its mean >= f(mean n)
+    assert refs['center_digit']['real_f1@0.25'] >= 100.0 * 2 / (1 + m) - 1e-6
+
+    assert result['paper']['mile'] == {'real_f1@0.25': 41.35, 'real_f1@0.5': 34.32}
+    assert '41.35' in proc.stdout and 'overhead' in proc.stdout
+    assert all(math.isfinite(result[k]) for k in ('overhead', 'overhead_total'))
+
+
+def test_bad_arguments_exit_2_before_any_work(repo_root, tmp_path, capsys):
+    bench = _load_module(repo_root)
+    assert bench.main(['--threads', '0']) == 2
+    assert '--threads 0' in capsys.readouterr().err
+    missing = tmp_path / 'no' / 'such' / 'dir' / 'x.json'
+    assert bench.main(['--json', str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'does not exist' in err
+    assert not missing.parent.exists()
+
+
+def test_train_flags_differ_only_in_method(repo_root):
+    bench = _load_module(repo_root)
+    cfg = bench.CONFIG
+    base = bench.common_flags(cfg, seed=5)
+    assert base[base.index('--seed') + 1] == '5'
+    assert bench.method_flags('softmax', cfg) == []
+    assert bench.method_flags('sigmoid', cfg) == ['--bce-loss']
+    assert bench.method_flags('mile', cfg) == [
+        '--mile', '--mile-kt', str(cfg['kt']), '--mile-ks', str(cfg['ks']), '--mile-rho', str(cfg['rho'])]
+    # every MILe cycle ends on an epoch boundary (same teacher/student mix in every epoch)
+    assert (cfg['train_num_samples'] // cfg['batch_size']) % (cfg['kt'] + cfg['ks']) == 0
