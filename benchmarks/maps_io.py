@@ -86,7 +86,7 @@ def pooled_targets(scores, classes, boxes, num_classes):
     dense = torch.zeros(n, num_classes, h, w).scatter_(1, classes, scores)
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
     rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes * scale - 0.5], 1)
-    return roi_align(dense, rois, output_size=1, spatial_scale=1.0, sampling_ratio=-1, aligned=False).flatten(1).softmax(1)
+    return roi_align(dense, rois, output_size=1, spatial_scale=1.0, sampling_ratio=-1, aligned=False).flatten(1).double().softmax(1)
 
 
 def compare(p32, p):
