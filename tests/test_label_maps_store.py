@@ -47,6 +47,7 @@ def test_round_trip(tmp_path, cache, dtype):
     ids = [f'n{i % 3:08d}/img_{i:03d}' for i in range(10)]
     folder = _write(tmp_path / 'maps', ids, scores, classes, dtype)
     store = load_label_maps(folder, cache_dir=cache)
+    assert isinstance(store, LabelMapStore)
     assert len(store) == 10 and store.topk == K and store.map_size == (H, W) and store.num_classes == 1000
     assert store.dtype == dtype and store.info['annotator'] == 'test_resnet'
     assert store.image_ids == sorted(ids)
