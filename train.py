@@ -202,6 +202,10 @@ def run(args, args_text: str) -> Dict[str, Any]:
     model = create_model(
         args.model, pretrained=args.pretrained or bool(args.pretrained_path), num_classes=num_classes,
         drop_rate=args.drop, drop_path_rate=args.drop_path, **model_kwargs)
+    if args.batch_size * args.grad_accum_steps == 1 and any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise UserError(f'--batch-size 1: {args.model} has BatchNorm, which cannot train on a batch of one; '
+                        f'use --batch-size >= 2')
     if args.initial_checkpoint:
         load_checkpoint(model, args.initial_checkpoint, weights_only=True)
     if args.channels_last:

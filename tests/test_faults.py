@@ -1,0 +1,89 @@
+"""Faults an operator meets: kill -9 in the middle of annotate, and bad input refused in one line
+with nothing half-written (the README's table; other rows are tested beside their modules)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+TINY = ['--model', 'test_resnet', '--train-num-samples', '64', '--val-num-samples', '32', '-b', '16',
+        '--workers', '0', '--epochs', '1']
+
+
+def _one_line_error(proc, *needles):
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert 'Traceback' not in err and '\n' not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_batch_of_one_with_batchnorm_is_refused(tmp_path, run):
+    proc = run(['train.py', *TINY, '-b', '1', '--output', tmp_path / 'out'], check=False)
+    _one_line_error(proc, '--batch-size 1', 'BatchNorm')
+    assert not (tmp_path / 'out').exists()
+
+
+def test_real_labels_count_must_match_the_validation_set(tmp_path, run):
+    labels = tmp_path / 'real.json'
+    labels.write_text(json.dumps([[1], [2], []]))
+    proc = run(['train.py', *TINY, '--real-labels', labels, '--output', tmp_path / 'out'], check=False)
+    _one_line_error(proc, '3 ReaL entries', '32')
+    assert not (tmp_path / 'out').exists()
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, run):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f'touch {tmp_path / "pwned"}',))
+
+    bad = tmp_path / 'evil.pth.tar'
+    torch.save({'state_dict': Evil()}, bad)
+    proc = run(['train.py', *TINY, '--resume', bad, '--output', tmp_path / 'out'], check=False)
+    _one_line_error(proc, str(bad))
+    assert not (tmp_path / 'pwned').exists()
+
+
+@pytest.mark.slow
+def test_annotate_resume_after_kill_9_gives_the_maps_of_an_uninterrupted_run(tmp_path, run):
+    from timm_multilabel.data import DigitsGrid
+    from timm_multilabel.relabel.store import load_label_maps
+
+    images = tmp_path / 'images'
+    DigitsGrid('train', num_samples=120, seed=0).export_image_folder(images)
+    weights = tmp_path / 'w.pth'
+    import timm
+    torch.manual_seed(0)
+    torch.save(timm.create_model('test_resnet', num_classes=1000).state_dict(), weights)
+    argv = ['-m', 'timm_multilabel.cli', 'annotate', '--model', 'test_resnet', '--pretrained-path', weights,
+            '--data-dir', images, '--img-size', '48', '--topk', '3', '--shard-size', '20', '--batch-size', '10',
+            '--workers', '0']
+    run([*argv, '--output', tmp_path / 'ref'])
+
+    out = tmp_path / 'maps'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([sys.executable, *map(str, argv), '--output', str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list((out / 'data').glob('train-*.parquet'))) < 2:
+        assert proc.poll() is None, 'annotate finished before it could be killed'
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / 'data').glob('train-*.parquet')))
+    assert 2 <= done < 6
+    run([*argv, '--output', out, '--resume'])
+
+    ref = load_label_maps(str(tmp_path / 'ref'), cache_dir=str(tmp_path / 'c1'))
+    got = load_label_maps(str(out), cache_dir=str(tmp_path / 'c2'))
+    assert got.image_ids == ref.image_ids and len(got) == 120  # each image exactly once
+    gs, gc = got.get_batch(ref.image_ids)
+    rs, rc = ref.get_batch(ref.image_ids)
+    assert torch.equal(gc, rc) and torch.equal(gs, rs)
