@@ -235,6 +235,18 @@ def _load_into(model: nn.Module, state: Dict[str, Tensor], path: str) -> None:
                     f'{len(own)} parameters/buffers (e.g. missing {", ".join(missing)})')
 
 
+def _match_classifier(model: nn.Module, state: Dict[str, Tensor]) -> None:
+    """Resize the classifier to the class count of ``state`` (a 10-class digits model loaded into
+    a timm architecture created with its default 1000 classes)."""
+    classifier = (getattr(model, 'pretrained_cfg', None) or {}).get('classifier')
+    if not classifier or not hasattr(model, 'reset_classifier'):
+        return
+    names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
+    weight = state.get(f'{names[0]}.weight')
+    if weight is not None and weight.ndim >= 1 and weight.shape[0] != getattr(model, 'num_classes', None):
+        model.reset_classifier(int(weight.shape[0]))
+
+
 def create_annotator(
         model_name: str,
         pretrained: bool = False,
@@ -251,8 +263,11 @@ def create_annotator(
     (ViT position embeddings) through timm's ``set_input_size``.
     """
     import timm
-    if not timm.is_model(model_name):
+    hub_or_folder = model_name.startswith(('hf-hub:', 'hf_hub:', 'local-dir:'))
+    if not hub_or_folder and not timm.is_model(model_name):
         raise UserError(f'unknown timm model {model_name!r}')
+    if model_name.startswith('local-dir:') and not os.path.isdir(model_name[len('local-dir:'):]):
+        raise UserError(f'model folder {model_name[len("local-dir:"):]} not found')
     if pretrained and pretrained_path:
         raise UserError('give either --pretrained or --pretrained-path, not both')
     state = load_weights_file(pretrained_path) if pretrained_path else None
@@ -262,6 +277,7 @@ def create_annotator(
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f'cannot create timm model {model_name!r}: {first}') from e
     if state is not None:
+        _match_classifier(model, state)
         _load_into(model, state, pretrained_path)
     size = _square(img_size)
     if size is not None and hasattr(model, 'set_input_size'):

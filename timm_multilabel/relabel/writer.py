@@ -239,10 +239,11 @@ def read_run_plan(folder: str) -> Optional[Dict[str, Any]]:
 
 def dataset_card_template() -> str:
     """Path of ``hub_cards/dataset_card.md``."""
-    path = Path(__file__).resolve().parents[2] / 'hub_cards' / 'dataset_card.md'
-    if not path.is_file():
-        raise UserError(f'dataset card template not found at {path}')
-    return str(path)
+    from ..cards import template_path
+    try:
+        return str(template_path('dataset_card.md'))
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from e
 
 
 def _features(dtype: str, num_classes: int):
