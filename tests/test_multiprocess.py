@@ -30,3 +30,28 @@ def test_two_processes_count_every_test_sample_once(tmp_path, run):
     # MILe's schedule advanced once per update on every rank: 12 updates = 4 cycles of kt+ks=3.
     assert summary['mile'] == {'generation': 4, 'phase': 'teacher'}
     assert proc.stdout.count('output:') == 1  # only the main process prints the results
+
+
+def test_annotate_under_two_processes_writes_one_dataset(tmp_path, run):
+    import timm
+    import torch
+
+    from timm_multilabel.data import DigitsGrid
+    from timm_multilabel.relabel.store import load_label_maps
+
+    images = tmp_path / 'images'
+    DigitsGrid('train', num_samples=50, seed=1).export_image_folder(images)
+    weights = tmp_path / 'w.pth'
+    torch.manual_seed(0)
+    torch.save(timm.create_model('test_resnet', num_classes=10).state_dict(), weights)
+    common = ['-m', 'timm_multilabel.cli', 'annotate', '--model', 'test_resnet', '--pretrained-path', weights,
+              '--data-dir', images, '--img-size', '48', '--topk', '3', '--shard-size', '8', '--batch-size', '4',
+              '--workers', '0']
+    accelerate_launch(run, [*common, '--output', tmp_path / 'two'])
+    run([*common, '--output', tmp_path / 'one'])
+    two = load_label_maps(str(tmp_path / 'two'), cache_dir=str(tmp_path / 'c2'))
+    one = load_label_maps(str(tmp_path / 'one'), cache_dir=str(tmp_path / 'c1'))
+    assert len(two) == 50 and two.image_ids == one.image_ids  # each image exactly once
+    s2, c2 = two.get_batch(one.image_ids)
+    s1, c1 = one.get_batch(one.image_ids)
+    assert torch.equal(c1, c2) and torch.allclose(s1, s2, atol=1e-3)

@@ -255,6 +255,7 @@ def run(args) -> int:
         _logger.warning('annotate: %s has no pretrained weights (give --pretrained or --pretrained-path); '
                         'its maps are noise', args.model)
     action = _plan_action(args.output, plan, args.resume, args.overwrite)  # every rank, read-only
+    state.wait_for_everyone()  # every rank has judged --output before the main process changes it
 
     if state.is_main_process:
         os.makedirs(args.output, exist_ok=True)
