@@ -1,0 +1,248 @@
+"""digits-main: an ImageNet-like toy set of scikit-learn digits, one big "main object" among small ones.
+
+ReLabel's argument (Yun et al., 2021, Sec. 2) is about ImageNet's *shape*: one main object whose
+label is right for the whole image, other objects around it, and random crops that often miss the
+main object (8% of ResNet-50's random crops miss it entirely) yet still carry its label. This set
+has that shape at toy scale:
+
+* the canvas is ``grid x grid`` cells of ``cell_size`` px (default 4 x 4 cells of 12 px: 48 px);
+* the **main digit** is drawn ``main_cells`` times larger (default a 2 x 2-cell block, 24 px, a
+  quarter of the canvas), at a uniformly drawn block position (any of the ``(grid - main_cells + 1)^2``);
+* each of the other cells holds a small **distractor** digit with probability ``distractor_prob``
+  (default 0.5), else stays black;
+* the single label is the main digit, always; the multi-label ground truth (``real_labels``) is
+  the set of all digits present (main and distractors); digits may repeat.
+
+With timm's default random-resized crop (scale 0.08-1, ratio 3/4-4/3) about 5% of the crops miss
+the main digit entirely and about 40% hold less than half of it.
+
+Source digits come from the same disjoint train/test pools as :class:`DigitsGrid`
+(``source_split_indices``: stratified, ``split_seed=0``), so train and test canvases never share a
+source digit. Everything is drawn at ``__init__`` from ``np.random.default_rng([seed, split, 7])``;
+images are rendered in ``__getitem__``.
+
+Geometry (for oracle label maps): ``cell_digits(i)`` is int ``[grid, grid]``, row 0 = top, column
+0 = left, the main digit in every cell of its block, -1 for empty cells; cell ``(r, c)`` covers the
+normalized box ``(c / grid, r / grid, (c + 1) / grid, (r + 1) / grid)`` (``cell_box``).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch.utils.data
+from PIL import Image
+
+from ..errors import UserError
+from .digits_grid import _render_cells, load_source_digits, source_split_indices
+
+__all__ = ['DigitsMain', 'DEFAULT_NUM_SAMPLES']
+
+_SPLITS = ('train', 'test')
+DEFAULT_NUM_SAMPLES = {'train': 8000, 'test': 2000}
+EMPTY = -1
+MAIN_STYLES = ('big', 'cluster')
+
+
+class DigitsMain(torch.utils.data.Dataset):
+    """Canvases of one large main digit (the label) among small distractor digits.
+
+    Args:
+        split: 'train' or 'test' (disjoint source digits).
+        num_samples: number of canvases; default 8000 for train, 2000 for test.
+        seed: canvas seed; same seed -> identical canvases, labels and ids.
+        cell_size: pixels per cell side; the image is ``grid * cell_size`` px square.
+        grid: cells per side.
+        main_cells: side of the main digit's square block, in cells (``1 <= main_cells <= grid``).
+        distractor_prob: probability that a cell outside the main block holds a distractor digit.
+        transform: applied to the PIL image in ``__getitem__``.
+        target_transform: applied to the int label in ``__getitem__``.
+        test_fraction, split_seed: the source-digit split (as :class:`DigitsGrid`).
+
+    Sample ``i``: ``(image, label)``; image RGB PIL [S, S] (white ink on black), label int 0..9.
+    """
+    num_classes: int = 10
+    class_names: List[str] = [str(d) for d in range(10)]
+
+    def __init__(
+            self,
+            split: str = 'train',
+            num_samples: Optional[int] = None,
+            seed: int = 0,
+            cell_size: int = 12,
+            grid: int = 4,
+            main_cells: int = 2,
+            distractor_prob: float = 0.5,
+            aligned: bool = False,
+            main_style: str = 'cluster',
+            transform: Optional[Callable] = None,
+            target_transform: Optional[Callable] = None,
+            test_fraction: float = 0.25,
+            split_seed: int = 0,
+    ):
+        if split not in _SPLITS:
+            raise UserError(f"digits-main split {split!r}: expected one of {', '.join(_SPLITS)}")
+        num_samples = DEFAULT_NUM_SAMPLES[split] if num_samples is None else int(num_samples)
+        if num_samples < 1:
+            raise UserError(f'digits-main num_samples={num_samples}: must be >= 1')
+        if int(cell_size) < 1 or int(grid) < 1:
+            raise UserError(f'digits-main cell_size={cell_size}, grid={grid}: must be >= 1')
+        if not 1 <= int(main_cells) <= int(grid):
+            raise UserError(f'digits-main main_cells={main_cells}: must be in [1, grid={grid}]')
+        if not 0.0 <= float(distractor_prob) <= 1.0:
+            raise UserError(f'digits-main distractor_prob={distractor_prob}: must be in [0, 1]')
+        self.split = split
+        self.seed = int(seed)
+        self.cell_size = int(cell_size)
+        self.grid = g = int(grid)
+        self.main_cells = m = int(main_cells)
+        self.distractor_prob = float(distractor_prob)
+        self.transform = transform
+        self.target_transform = target_transform
+
+        images, targets = load_source_digits()
+        pool = source_split_indices(split, test_fraction, split_seed)
+        n = num_samples
+        rng = np.random.default_rng([self.seed, _SPLITS.index(split), 7])
+        if main_style not in MAIN_STYLES:
+            raise UserError(f"digits-main main_style={main_style!r}: expected one of {', '.join(MAIN_STYLES)}")
+        self.main_style = main_style
+        self.aligned = bool(aligned)
+        if self.aligned and g % m:
+            raise UserError(f'digits-main aligned=True needs grid ({g}) to be a multiple of main_cells ({m})')
+        step = m if self.aligned else 1
+        positions = (g - m) // step + 1
+        flat = rng.integers(0, positions * positions, size=n)
+        self._main_pos = np.stack([flat // positions, flat % positions], axis=1) * step  # [N, 2] (row, col) top-left
+        self.main_source = pool[rng.integers(0, len(pool), size=n)]  # [N] indices into load_source_digits()
+        self.labels = targets[self.main_source].astype(np.int64)  # [N]
+        if main_style == 'cluster':  # m x m instances of the main class: the first, then others of that class
+            by_class = [pool[targets[pool] == k] for k in range(self.num_classes)]
+            counts = np.array([len(b) for b in by_class])
+            pick = (rng.random((n, m, m)) * counts[self.labels][:, None, None]).astype(np.int64)
+            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            flat_pool = np.concatenate(by_class)
+            cluster = flat_pool[offsets[self.labels][:, None, None] + pick]
+            cluster[:, 0, 0] = self.main_source
+            self.main_cluster_source = cluster  # [N, m, m]
+            self.main_cluster_source.setflags(write=False)
+        # distractors: a source digit per cell (ignored where empty or under the main block)
+        self.cell_source = pool[rng.integers(0, len(pool), size=(n, g, g))]  # [N, g, g]
+        present = rng.random((n, g, g)) < self.distractor_prob
+        rows = np.arange(g)[None, :, None]
+        cols = np.arange(g)[None, None, :]
+        r0, c0 = self._main_pos[:, 0, None, None], self._main_pos[:, 1, None, None]
+        self._in_main = (rows >= r0) & (rows < r0 + m) & (cols >= c0) & (cols < c0 + m)  # [N, g, g]
+        self._has_distractor = present & ~self._in_main
+        digits = np.where(self._has_distractor, targets[self.cell_source], EMPTY)
+        self._cell_digits = np.where(self._in_main, self.labels[:, None, None], digits).astype(np.int64)
+        for a in (self._main_pos, self.main_source, self.labels, self.cell_source, self._in_main,
+                  self._has_distractor, self._cell_digits):
+            a.setflags(write=False)
+        multi_hot = np.zeros((n, self.num_classes), dtype=bool)
+        nz = self._cell_digits.reshape(n, -1)
+        rr, cc = np.nonzero(nz >= 0)
+        multi_hot[rr, nz[rr, cc]] = True
+        self.multi_hot = multi_hot  # bool [N, 10]
+        self.real_labels = [np.flatnonzero(row).tolist() for row in multi_hot]
+        self.image_ids = [f'{split}/{i:06d}' for i in range(n)]
+        self._small = _render_cells(images, self.cell_size)  # uint8 [1797, cell, cell]
+        if main_style == 'big':
+            self._big = _render_cells(images, self.cell_size * m)  # uint8 [1797, m*cell, m*cell]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        img = Image.fromarray(self.image_array(index))
+        target = int(self.labels[index])
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(split={self.split!r}, num_samples={len(self)}, seed={self.seed}, '
+                f'grid={self.grid}, main_cells={self.main_cells}, cell_size={self.cell_size}, '
+                f'distractor_prob={self.distractor_prob})')
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square image in pixels."""
+        return self.grid * self.cell_size
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Alias of ``labels`` (torchvision's name)."""
+        return self.labels
+
+    def image_array(self, index: int) -> np.ndarray:
+        """The canvas as uint8 [S, S, 3] (row 0 = top)."""
+        g, s, m = self.grid, self.cell_size, self.main_cells
+        cells = self._small[self.cell_source[index]] * self._has_distractor[index][:, :, None, None]  # [g, g, s, s]
+        gray = np.ascontiguousarray(cells.transpose(0, 2, 1, 3).reshape(g * s, g * s))
+        r, c = self._main_pos[index]
+        if self.main_style == 'big':
+            main = self._big[self.main_source[index]]
+        else:
+            main = self._small[self.main_cluster_source[index]].transpose(0, 2, 1, 3).reshape(m * s, m * s)
+        gray[r * s:(r + m) * s, c * s:(c + m) * s] = main
+        return np.repeat(gray[:, :, None], 3, axis=2)
+
+    def image_id(self, index: int) -> str:
+        """Stable id of sample ``index``: ``'<split>/<index:06d>'`` (label maps are keyed by it)."""
+        return self.image_ids[index]
+
+    def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
+        """``image_id + '.png'`` (timm's ``filename`` signature; there is no file on disk)."""
+        name = self.image_ids[index] + '.png'
+        return os.path.basename(name) if basename else name
+
+    def cell_digits(self, index: int) -> np.ndarray:
+        """Digit at each cell, int [grid, grid] ([r, c], row 0 = top): the main digit over its
+        block, distractors elsewhere, -1 for empty cells."""
+        return self._cell_digits[index].copy()
+
+    def main_position(self, index: int) -> Tuple[int, int]:
+        """(row, col) of the top-left cell of the main digit's block."""
+        r, c = self._main_pos[index]
+        return int(r), int(c)
+
+    def main_box(self, index: int) -> Tuple[float, float, float, float]:
+        """Normalized box ``(x1, y1, x2, y2)`` of the main digit."""
+        r, c = self.main_position(index)
+        g, m = self.grid, self.main_cells
+        return c / g, r / g, (c + m) / g, (r + m) / g
+
+    def cell_box(self, row: int, col: int) -> Tuple[float, float, float, float]:
+        """Normalized box ``(x1, y1, x2, y2)`` of cell (row, col) in the whole image."""
+        g = self.grid
+        return col / g, row / g, (col + 1) / g, (row + 1) / g
+
+    def export_image_folder(self, root: str, indices: Optional[Sequence[int]] = None) -> List[str]:
+        """Write canvases as PNG files ``root/<image_id>.png`` (atomic writes); return their paths."""
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise UserError(f'{root}: exists and is not a directory')
+        indices = range(len(self)) if indices is None else [int(i) for i in indices]
+        for i in indices:
+            if not 0 <= i < len(self):
+                raise UserError(f'export_image_folder: index {i} out of range [0, {len(self)})')
+        paths = []
+        for i in indices:
+            path = os.path.join(root, *self.image_ids[i].split('/')) + '.png'
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix='.png.tmp', dir=folder)
+            try:
+                with os.fdopen(fd, 'wb') as f:
+                    Image.fromarray(self.image_array(i)).save(f, format='PNG')
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            paths.append(path)
+        return paths
