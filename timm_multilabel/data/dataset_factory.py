@@ -19,10 +19,12 @@ import torch.utils.data
 
 from ..errors import UserError
 from .digits_grid import DigitsGrid
+from .digits_main import DigitsMain
 
 __all__ = ['create_dataset', 'get_image_ids', 'get_real_labels', 'get_num_classes', 'get_class_names']
 
 DIGITS_GRID_NAMES = ('digits-grid', 'digits_grid', 'digitsgrid')
+DIGITS_MAIN_NAMES = ('digits-main', 'digits_main', 'digitsmain')
 _FOLDER_NAMES = ('', 'folder', 'imagefolder', 'image_folder')
 # timm create_dataset arguments that mean nothing for digits-grid (dropped, not passed on)
 _TIMM_ONLY_KWARGS = (
@@ -61,10 +63,11 @@ def create_dataset(
             or timm ``create_dataset`` options (``class_map``, ``input_img_mode``, ...).
     """
     name = name or ''
-    if name.lower() in DIGITS_GRID_NAMES:
+    if name.lower() in DIGITS_GRID_NAMES + DIGITS_MAIN_NAMES:
         dg_kwargs = {k: v for k, v in kwargs.items() if k not in _TIMM_ONLY_KWARGS}
+        cls = DigitsGrid if name.lower() in DIGITS_GRID_NAMES else DigitsMain
         try:
-            return DigitsGrid(
+            return cls(
                 split=_digits_split(split), num_samples=num_samples, seed=seed, transform=transform, **dg_kwargs)
         except TypeError as e:
             raise UserError(f'--dataset {name}: {e}') from None
