@@ -1,0 +1,64 @@
+"""benchmarks/relabel_digits.py: row flags, the report, and a --quick smoke run writing the JSON rows."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location('relabel_digits', ROOT / 'benchmarks' / 'relabel_digits.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rows_select_maps_mode_and_cutmix():
+    b = _bench()
+    assert set(b.ROWS) == {
+        'baseline', 'relabel', 'relabel-local-hard', 'relabel-global', 'relabel-global-hard', 'relabel-oracle',
+        'baseline+cutmix', 'relabel+cutmix', 'relabel-local-hard+cutmix', 'relabel-global+cutmix',
+        'relabel-global-hard+cutmix', 'relabel-oracle+cutmix'}
+    maps = {'machine': Path('/m'), 'oracle': Path('/o')}
+    assert b.row_flags('baseline', b.CONFIG, maps) == []
+    assert b.row_flags('relabel-global-hard', b.CONFIG, maps) == ['--relabel-maps', '/m', '--relabel-mode', 'global-hard']
+    assert b.row_flags('relabel-oracle+cutmix', b.CONFIG, maps) == [
+        '--relabel-maps', '/o', '--relabel-mode', 'local', '--cutmix', '1.0', '--mixup', '0']
+    flags = b.common_flags(b.CONFIG, 7)
+    assert flags[flags.index('--seed') + 1] == '7' and flags[flags.index('--dataset') + 1] == 'digits-main'
+    assert flags[flags.index('--crop-pct') + 1] == '1.0'  # the whole canvas is evaluated
+    with pytest.raises(Exception, match='unknown row'):
+        b.row_flags('relabel+mixup', b.CONFIG, maps)
+
+
+def test_target_and_table():
+    b = _bench()
+    row = {k: 50.0 for k in b.METRIC_KEYS}
+    result = {'seed': 1, 'baseline': dict(row, train_seconds=1.0),
+              'relabel': dict(row, top1=51.5, mAP=50.0, train_seconds=1.0)}
+    t = b.targets(result)
+    assert t['met'] and t['top1_gain'] == pytest.approx(1.5) and t['mAP_gain'] == 0.0
+    result['relabel']['mAP'] = 49.9
+    assert not b.targets(result)['met']
+    result['targets'] = b.targets(result)
+    table = b.format_table(result)
+    assert 'relabel' in table and '+1.50 top-1 vs baseline' in table and 'NOT met' in table
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_json_rows(tmp_path, run):
+    out = tmp_path / 'r.json'
+    rows = ['baseline', 'relabel', 'relabel-global-hard+cutmix', 'relabel-oracle']
+    proc = run(['benchmarks/relabel_digits.py', '--quick', '--seed', '2', '--json', out, '--rows', ','.join(rows),
+                '--out-dir', tmp_path / 'work'], timeout=900)
+    result = json.loads(out.read_text())
+    assert result['quick'] is True and result['seed'] == 2
+    for row in rows:
+        assert 0.0 <= result[row]['top1'] <= 100.0 and 0.0 <= result[row]['mAP'] <= 100.0
+    assert result['relabel']['method'] == 'relabel' and result['baseline']['method'] == 'baseline'
+    for which in ('machine', 'oracle'):
+        assert 0.0 <= result['maps'][which]['whole_argmax_main'] <= 100.0
+    assert result['maps']['oracle']['cell_top1'] == 100.0  # the oracle is right by construction
+    assert 'targets' in result and 'relabel' in proc.stdout
+    assert (tmp_path / 'work' / 'maps-machine' / 'README.md').is_file()
