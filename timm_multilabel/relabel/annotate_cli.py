@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from timm_multilabel.errors import UserError
-from .maps import MAP_DTYPES
+from .maps import MAP_DTYPES, read_class_names_file
 from .writer import (
     CARD_FILE, RUN_FILE, ShardWriter, list_shards, read_run_plan, remove_map_files, shard_name,
     write_dataset_card, write_run_plan, ids_fingerprint, push_maps,
@@ -98,14 +98,7 @@ def _weights_label(args, model) -> str:
 
 def _class_names(path: Optional[str], model, num_classes: int) -> Optional[List[str]]:
     if path:
-        try:
-            with open(path, encoding='utf-8') as f:
-                names = [line.strip() for line in f if line.strip()]
-        except OSError as e:
-            raise UserError(f'cannot read --class-names {path}: {e}') from e
-        if len(names) != num_classes:
-            raise UserError(f'--class-names {path} has {len(names)} names, the model {num_classes} classes')
-        return names
+        return read_class_names_file(path, num_classes)
     try:
         from timm.data import ImageNetInfo, infer_imagenet_subset
         subset = infer_imagenet_subset(model)

@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from timm_multilabel.errors import UserError
-from .maps import MAP_DTYPES, check_maps
+from .maps import MAP_DTYPES, check_maps, read_class_names_file
 from .writer import (
     CARD_FILE, DATA_DIR, _DIR_MODE, list_shards, push_maps, remove_map_files, write_dataset_card, write_shard,
 )
@@ -110,14 +110,7 @@ class _MapFiles(torch.utils.data.Dataset):
 
 def _class_names(path: Optional[str], num_classes: int) -> Optional[List[str]]:
     if path:
-        try:
-            with open(path, encoding='utf-8') as f:
-                names = [line.strip() for line in f if line.strip()]
-        except OSError as e:
-            raise UserError(f'cannot read --class-names {path}: {e}') from e
-        if len(names) != num_classes:
-            raise UserError(f'--class-names {path} has {len(names)} names for {num_classes} classes')
-        return names
+        return read_class_names_file(path, num_classes)
     if num_classes == 1000:
         from timm.data import ImageNetInfo
         return list(ImageNetInfo('imagenet-1k').label_descriptions())

@@ -17,7 +17,7 @@ The shape ``(K, H, W)`` lives in the dataset card (``label_maps.topk`` / ``map_s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -130,3 +130,15 @@ def decode_scores(stored: np.ndarray, offset: Optional[np.ndarray] = None,
         return (offset.astype(np.float32).reshape(shape)
                 + scale.astype(np.float32).reshape(shape) * stored.astype(np.float32))
     return stored.astype(np.float32)
+
+
+def read_class_names_file(path: str, num_classes: int) -> List[str]:
+    """Class names from a text file, one per line (blank lines skipped); must name every class."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise UserError(f'cannot read --class-names {path}: {e}') from e
+    if len(names) != num_classes:
+        raise UserError(f'--class-names {path} has {len(names)} names for {num_classes} classes')
+    return names
