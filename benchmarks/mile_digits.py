@@ -130,12 +130,31 @@ def timed_train(argv: Sequence[str]) -> None:
     train.main(list(argv))
 
 
-def run_train(flags: Sequence[str], out_dir: Path, threads: int = 1, timeout: Optional[float] = None) -> Dict[str, Any]:
+def finished_run_matches(out_dir: Path, flags: Sequence[str]) -> bool:
+    """True when ``out_dir`` holds a finished train.py run (summary.json) whose resolved
+    arguments (args.yaml) equal those that ``flags`` resolve to."""
+    import yaml
+    from timm_multilabel.training.args import parse_args
+
+    if not (out_dir / 'summary.json').is_file() or not (out_dir / 'args.yaml').is_file():
+        return False
+    if not (out_dir / 'summary.csv').is_file():
+        return False
+    expected, _ = parse_args([*flags, '--output', str(out_dir), '--overwrite'])
+    saved = yaml.safe_load((out_dir / 'args.yaml').read_text()) or {}
+    return all(saved.get(k) == v for k, v in vars(expected).items() if k not in ('output', 'overwrite'))
+
+
+def run_train(flags: Sequence[str], out_dir: Path, threads: int = 1, timeout: Optional[float] = None,
+              reuse: bool = False) -> Dict[str, Any]:
     """Run ``train.py FLAGS --output OUT_DIR`` in a subprocess; return one result row.
 
-    The row holds summary.json's metrics (``METRIC_KEYS``), ``train_seconds`` (wall), the per-epoch
-    wall and CPU seconds, ``train_cpu_seconds``, ``num_updates`` and, for MILe, its final
-    ``generation``/``phase``.
+    The row holds the FINAL model's metrics (``METRIC_KEYS``, summary.json's ``last_metrics``:
+    summary.json's ``metrics`` are those of the best epoch by top-1 on the test split, a choice
+    made on the test set), ``train_seconds`` (wall), the per-epoch wall and CPU seconds,
+    ``train_cpu_seconds``, ``num_updates`` and, for MILe, its final ``generation``/``phase``.
+    With ``reuse``, a finished run in ``out_dir`` with the same resolved arguments is read
+    instead of trained again.
     """
     env = dict(os.environ)
     env.update({
@@ -144,14 +163,17 @@ def run_train(flags: Sequence[str], out_dir: Path, threads: int = 1, timeout: Op
     })
     cmd = [sys.executable, str(Path(__file__).resolve()), TIMED_TRAIN, *flags, '--output', str(out_dir), '--overwrite']
     start = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f'train.py exited {proc.returncode}: {" ".join(flags)}\n{proc.stderr[-4000:]}')
+    reused = reuse and finished_run_matches(out_dir, flags)
+    if not reused:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f'train.py exited {proc.returncode}: {" ".join(flags)}\n{proc.stderr[-4000:]}')
     with open(out_dir / 'summary.json') as f:
         summary = json.load(f)
+    metrics = summary.get('last_metrics') or summary['metrics']
     epochs = _epoch_column(out_dir / 'summary.csv', 'epoch_seconds')
     cpu = _epoch_column(out_dir / 'summary.csv', 'epoch_cpu_seconds')
-    row: Dict[str, Any] = {k: summary['metrics'].get(k) for k in METRIC_KEYS}
+    row: Dict[str, Any] = {k: metrics.get(k) for k in METRIC_KEYS}
     row.update(
         train_seconds=float(summary['train_seconds']),
         train_cpu_seconds=sum(cpu),
@@ -160,7 +182,8 @@ def run_train(flags: Sequence[str], out_dir: Path, threads: int = 1, timeout: Op
         epoch_seconds_min=min(epochs) if epochs else float(summary['train_seconds']),
         num_updates=int(summary['num_updates']),
         eval_samples=summary.get('eval_samples'),
-        wall_seconds=time.time() - start,
+        wall_seconds=None if reused else time.time() - start,
+        reused=reused,
     )
     if 'mile' in summary:
         row['mile'] = summary['mile']
@@ -314,7 +337,7 @@ def targets(result: Dict[str, Any]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------- sweep
 
 def run_sweep(cfg: Dict[str, Any], grid: Dict[str, List], seed: int, work: Path, threads: int,
-              log=print) -> Dict[str, Any]:
+              reuse: bool = False, log=print) -> Dict[str, Any]:
     """MILe runs over kt x ks (at cfg's rho) and over rho (at cfg's kt, ks): ReaL-F1@0.25 and more."""
     base = common_flags(cfg, seed)
     kt_ks = {'kt': list(grid['kt']), 'ks': list(grid['ks']), 'real_f1@0.25': [], 'label_coverage@0.25': [],
@@ -322,7 +345,8 @@ def run_sweep(cfg: Dict[str, Any], grid: Dict[str, List], seed: int, work: Path,
     for kt in grid['kt']:
         f1_row, cov_row, top_row = [], [], []
         for ks in grid['ks']:
-            r = run_train(base + method_flags('mile', {**cfg, 'kt': kt, 'ks': ks}), work / f'kt{kt}_ks{ks}', threads)
+            r = run_train(base + method_flags('mile', {**cfg, 'kt': kt, 'ks': ks}), work / f'kt{kt}_ks{ks}', threads,
+                          reuse=reuse)
             log(f"  kt={kt:<4d} ks={ks:<4d} rho={cfg['rho']}: F1@0.25 {r['real_f1@0.25']:.2f}  "
                 f"coverage {r['label_coverage@0.25']:.2f}  top-1 {r['top1']:.2f}")
             f1_row.append(r['real_f1@0.25'])
@@ -334,7 +358,7 @@ def run_sweep(cfg: Dict[str, Any], grid: Dict[str, List], seed: int, work: Path,
     rho = {'rho': list(grid['rho']), 'kt': cfg['kt'], 'ks': cfg['ks'], 'real_f1@0.25': [], 'real_f1@0.5': [],
            'top1': [], 'label_coverage@0.25': []}
     for value in grid['rho']:
-        r = run_train(base + method_flags('mile', {**cfg, 'rho': value}), work / f'rho{value}', threads)
+        r = run_train(base + method_flags('mile', {**cfg, 'rho': value}), work / f'rho{value}', threads, reuse=reuse)
         log(f"  kt={cfg['kt']:<4d} ks={cfg['ks']:<4d} rho={value}: F1@0.25 {r['real_f1@0.25']:.2f}  "
             f"coverage {r['label_coverage@0.25']:.2f}  top-1 {r['top1']:.2f}")
         for k in ('real_f1@0.25', 'real_f1@0.5', 'top1', 'label_coverage@0.25'):
@@ -432,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--threads', type=int, default=1, help='torch threads per training subprocess')
     p.add_argument('--runs-dir', default=None, metavar='DIR',
                    help='keep the train.py run folders here (default: a temporary folder, removed)')
+    p.add_argument('--reuse', action='store_true',
+                   help='with --runs-dir: read finished runs whose train.py arguments match instead of training '
+                        'again (to redraw the table/figures, or to continue an interrupted sweep)')
     return p
 
 
@@ -448,6 +475,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f'--out-dir {args.out_dir}: exists and is not a folder')
     if args.runs_dir is not None and Path(args.runs_dir).exists() and not Path(args.runs_dir).is_dir():
         raise UserError(f'--runs-dir {args.runs_dir}: exists and is not a folder')
+    if args.reuse and not args.runs_dir:
+        raise UserError('--reuse needs --runs-dir (the folder of the finished runs)')
 
 
 def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
@@ -465,7 +494,8 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         result: Dict[str, Any] = {}
         for method in METHODS:
             print(f'[{method}] train.py {" ".join(base + method_flags(method, cfg))}', flush=True)
-            result[method] = run_train(base + method_flags(method, cfg), work / method, args.threads)
+            result[method] = run_train(base + method_flags(method, cfg), work / method, args.threads,
+                                       reuse=args.reuse)
             result[method]['thresholds'] = threshold_diagnostics(
                 work / method, cfg, args.seed, 'softmax' if method == 'softmax' else 'sigmoid',
                 result[method]['real_f1@0.25'])
@@ -479,6 +509,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         result['config'] = {
             **cfg, 'seed': args.seed, 'quick': bool(args.quick), 'threads': args.threads,
             'updates_per_epoch': cfg['train_num_samples'] // cfg['batch_size'],
+            'metrics': "final model after all updates (summary.json's last_metrics)",
             'timing': 'overhead = training CPU seconds (process_time over train_one_epoch) of MILe / sigmoid, '
                       'one thread per run, runs one after another; overhead_wall = ratio of summary.json '
                       'train_seconds; overhead_wall_min_epoch = ratio of the fastest epochs',
@@ -488,7 +519,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         print(format_table(result), flush=True)
         if args.sweep:
             print('\nsweep (Fig. 3):', flush=True)
-            result['sweep'] = run_sweep(cfg, grid, args.seed, work / 'sweep', args.threads)
+            result['sweep'] = run_sweep(cfg, grid, args.seed, work / 'sweep', args.threads, reuse=args.reuse)
         return result
     finally:
         if tmp is not None:

@@ -1,6 +1,7 @@
 """benchmarks/mile_digits.py: JSON structure and self-consistency on tiny settings (not quality)."""
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import math
@@ -21,7 +22,8 @@ def _load_module(repo_root):
 @pytest.mark.slow
 def test_quick_json_is_consistent(run, repo_root, tmp_path):
     out = tmp_path / 'mile.json'
-    proc = run(['benchmarks/mile_digits.py', '--quick', '--seed', '3', '--json', out], timeout=900)
+    runs = tmp_path / 'runs'
+    proc = run(['benchmarks/mile_digits.py', '--quick', '--seed', '3', '--json', out, '--runs-dir', runs], timeout=900)
     result = json.loads(out.read_text())
 
     assert {'softmax', 'sigmoid', 'mile', 'overhead', 'overhead_wall', 'overhead_wall_min_epoch', 'config', 'reference',
@@ -41,6 +43,16 @@ def test_quick_json_is_consistent(run, repo_root, tmp_path):
         assert row['train_seconds'] == pytest.approx(sum(row['epoch_seconds']), rel=1e-3, abs=1e-3)
         assert row['epoch_seconds_min'] == pytest.approx(min(row['epoch_seconds']))
         assert row['train_seconds'] > 0
+        # the final model's metrics: train.py's last epoch row, and equal to the F1 recomputed from last.pth.tar
+        with open(runs / method / 'summary.csv', newline='') as f:
+            last = list(csv.DictReader(f))[-1]
+        for key in METRIC_KEYS:
+            assert row[key] == pytest.approx(float(last[key]), abs=1e-6), (method, key)
+        assert row['thresholds']['f1_recomputed_diff'] < 1e-6, method
+        assert row['thresholds']['0.25']['real_f1'] == pytest.approx(row['real_f1@0.25'])
+        assert row['thresholds']['0.25']['coverage'] == pytest.approx(row['label_coverage@0.25'])
+        coverages = [row['thresholds'][f'{t:g}']['coverage'] for t in (0.05, 0.1, 0.25, 0.5)]
+        assert coverages == sorted(coverages, reverse=True)  # lower threshold, more labels
         assert len(row['epoch_cpu_seconds']) == cfg['epochs'] and min(row['epoch_cpu_seconds']) > 0
         assert row['train_cpu_seconds'] == pytest.approx(sum(row['epoch_cpu_seconds']), rel=1e-3, abs=1e-3)
 
@@ -80,6 +92,15 @@ def test_quick_json_is_consistent(run, repo_root, tmp_path):
     assert '41.35' in proc.stdout and 'overhead' in proc.stdout
     assert all(math.isfinite(result[k]) for k in ('overhead', 'overhead_wall', 'overhead_wall_min_epoch'))
 
+    # --reuse reads the finished runs instead of training again: same rows
+    again = tmp_path / 'again.json'
+    run(['benchmarks/mile_digits.py', '--quick', '--seed', '3', '--json', again, '--runs-dir', runs, '--reuse'])
+    second = json.loads(again.read_text())
+    for method in ('softmax', 'sigmoid', 'mile'):
+        assert second[method]['reused'] is True
+        assert {k: second[method][k] for k in METRIC_KEYS} == {k: result[method][k] for k in METRIC_KEYS}
+        assert second[method]['train_cpu_seconds'] == result[method]['train_cpu_seconds']
+
 
 def test_bad_arguments_exit_2_before_any_work(repo_root, tmp_path, capsys):
     bench = _load_module(repo_root)
@@ -90,6 +111,8 @@ def test_bad_arguments_exit_2_before_any_work(repo_root, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'does not exist' in err
     assert not missing.parent.exists()
+    assert bench.main(['--reuse']) == 2
+    assert '--runs-dir' in capsys.readouterr().err
 
 
 def test_train_flags_differ_only_in_method(repo_root):
