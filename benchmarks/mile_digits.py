@@ -27,7 +27,9 @@ wrapper, one thread per run, data loading in-process), which other jobs barely m
 ``overhead`` = MILe / sigmoid training CPU seconds (same model, batch size and number of updates;
 the difference is the teacher's forward on every student batch and the weight copies);
 ``overhead_wall`` is the ratio of ``train_seconds`` and ``overhead_wall_min_epoch`` that of the
-fastest epochs (every epoch does the same work), both for reference.
+fastest epochs (every epoch does the same work), both for reference. A cross-check that no
+other job can skew: ``overhead_interleaved`` times plain BCE updates and MILe student updates
+alternately in the benchmark's own process and gives the overhead they imply for kt and ks.
 
 ``--sweep`` adds the paper's Fig. 3 on this data: a kt x ks grid and a rho sweep of MILe runs,
 drawn as ``mile_kt_ks.png`` (heat-map of ReaL-F1@0.25) and ``mile_rho.png`` (lines) in
@@ -246,6 +248,70 @@ def threshold_diagnostics(run_dir: Path, cfg: Dict[str, Any], seed: int, probs_k
     return out
 
 
+# ------------------------------------------------------------------------- step overhead
+
+def interleaved_overhead(cfg: Dict[str, Any], pairs: int = 40, threads: int = 1, warmup: int = 3) -> Dict[str, Any]:
+    """Cost of a MILe student update relative to a BCE update, measured in this process.
+
+    Alternates a plain BCE update (what the sigmoid run and MILe's teacher phase do) with a MILe
+    student update (teacher forward + the same update) on the same model, batch size and input
+    size; ``student_step_ratio`` is the median over adjacent pairs of their CPU-time ratio, which
+    other jobs on the machine affect alike. ``overhead`` = (kt + ks * ratio) / (kt + ks): the
+    expected training-time ratio of a MILe run to a sigmoid run, data loading excluded (it is the
+    same in both, so this is an upper bound).
+    """
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+    from timm.models import create_model
+    from timm_multilabel.mile import MILeTask
+
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        model = create_model(cfg['model'], num_classes=10)
+        task = MILeTask(model, kt=1, ks=10 ** 9, rho=cfg['rho'], verbose=False)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg['lr'])
+        bs, size = cfg['batch_size'], cfg['img_size']
+        x = torch.randn(bs, 3, size, size)
+        y = torch.randint(0, 10, (bs,))
+        y_dense = F.one_hot(y, 10).float()
+
+        def bce_step():
+            model.train()
+            loss = F.binary_cross_entropy_with_logits(model(x), y_dense)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        def mile_step():
+            task.train()
+            loss = task(x, y)['loss']
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            task.step()
+
+        mile_step()  # the one teacher update: the task is in its (endless) student phase from here on
+        assert task.phase == 'student'
+        ratios = []
+        for i in range(warmup + pairs):
+            t0 = time.process_time()
+            bce_step()
+            t1 = time.process_time()
+            mile_step()
+            t2 = time.process_time()
+            if i >= warmup and t1 > t0:
+                ratios.append((t2 - t1) / (t1 - t0))
+    finally:
+        torch.set_num_threads(prev_threads)
+    ratio = statistics.median(ratios)
+    kt, ks = cfg['kt'], cfg['ks']
+    return {'student_step_ratio': ratio, 'overhead': (kt + ks * ratio) / (kt + ks), 'pairs': len(ratios)}
+
+
 # ------------------------------------------------------------------------------ references
 
 def reference_rows(cfg: Dict[str, Any], seed: int) -> Dict[str, Dict[str, float]]:
@@ -320,6 +386,9 @@ def format_table(result: Dict[str, Any]) -> str:
         f"overhead (MILe / sigmoid training CPU seconds): {result['overhead']:.3f} (target <= {TARGET_OVERHEAD}); "
         f"wall clock, noisy on a shared machine: {result['overhead_wall']:.3f} total, "
         f"{result['overhead_wall_min_epoch']:.3f} fastest epochs",
+        f"  cross-check, interleaved steps in one process: a student update costs "
+        f"{result['overhead_interleaved']['student_step_ratio']:.2f}x a BCE update -> expected overhead "
+        f"{result['overhead_interleaved']['overhead']:.3f} at kt={result['config']['kt']}, ks={result['config']['ks']}",
         f"targets met: {'yes' if t['met'] else 'NO'}; true labels per test image: "
         f"{_fmt(refs.get('true_labels_per_image'))}; top-1 is against the single (noisy) label",
     ]
@@ -503,6 +572,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         result['overhead_wall'] = result['mile']['train_seconds'] / result['sigmoid']['train_seconds']
         result['overhead_wall_min_epoch'] = (
             result['mile']['epoch_seconds_min'] / result['sigmoid']['epoch_seconds_min'])
+        result['overhead_interleaved'] = interleaved_overhead(cfg, pairs=10 if args.quick else 40, threads=args.threads)
         result['reference'] = reference_rows(cfg, args.seed)
         result['targets'] = targets(result)
         result['paper'] = {m: {'real_f1@0.25': v[0], 'real_f1@0.5': v[1]} for m, v in PAPER_TABLE6.items()}

@@ -64,6 +64,12 @@ def test_quick_json_is_consistent(run, repo_root, tmp_path):
     assert result['overhead_wall_min_epoch'] == pytest.approx(
         result['mile']['epoch_seconds_min'] / result['sigmoid']['epoch_seconds_min'])
 
+    # interleaved cross-check: a student update adds the teacher's forward to a BCE update
+    inter = result['overhead_interleaved']
+    assert inter['pairs'] >= 5 and inter['student_step_ratio'] > 1.0
+    kt, ks = cfg['kt'], cfg['ks']
+    assert inter['overhead'] == pytest.approx((kt + ks * inter['student_step_ratio']) / (kt + ks))
+
     # MILe schedule after `updates` updates of kt + ks cycles (hand count: 16 updates, 4 + 4 -> generation 2)
     kt, ks = cfg['kt'], cfg['ks']
     assert result['mile']['mile']['generation'] == updates // (kt + ks)
