@@ -24,7 +24,7 @@ DATASET_DEFAULTS: Dict[str, Dict[str, Any]] = {
         model='resnet10t', img_size=48, epochs=8, batch_size=64, opt='adamw', lr=2e-3,
         weight_decay=0.05, warmup_epochs=1, smoothing=0.0, hflip=0.0, color_jitter=0.0,
         scale=[0.5, 1.0], ratio=[0.9, 1.1], crop_pct=1.0, workers=0, log_interval=20,
-        val_split='test', interpolation='bilinear', train_interpolation='bilinear',
+        val_split='test', interpolation='bilinear', train_interpolation='bilinear', sched_on_updates=True,
     ),
 }
 
