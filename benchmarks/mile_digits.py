@@ -435,11 +435,19 @@ def run_sweep(cfg: Dict[str, Any], grid: Dict[str, List], seed: int, work: Path,
     return {'kt_ks': kt_ks, 'rho': rho}
 
 
+def _umask_mode() -> int:
+    """Mode a plain ``open(path, 'w')`` would give (mkstemp's files are private, 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _save_figure(fig, path: Path) -> None:
     """Atomic PNG write (temp file in the same folder, then os.replace)."""
     fd, tmp = tempfile.mkstemp(suffix='.png.tmp', dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, _umask_mode())
         fig.savefig(tmp, format='png', dpi=120, bbox_inches='tight')
         os.replace(tmp, path)
     finally:
@@ -447,8 +455,13 @@ def _save_figure(fig, path: Path) -> None:
             os.unlink(tmp)
 
 
-def plot_sweep(sweep: Dict[str, Any], out_dir: Path, baselines: Optional[Dict[str, float]] = None) -> List[Path]:
-    """Draw ``mile_kt_ks.png`` (heat-map) and ``mile_rho.png`` (lines) of ReaL-F1@0.25; return paths."""
+def plot_sweep(sweep: Dict[str, Any], out_dir: Path, baselines: Optional[Dict[str, float]] = None,
+               true_labels: Optional[float] = None) -> List[Path]:
+    """Draw ``mile_kt_ks.png`` (heat-map) and ``mile_rho.png`` (lines) of ReaL-F1@0.25; return paths.
+
+    ``baselines``: name -> F1@0.25 drawn as reference lines; ``true_labels``: mean ground-truth
+    labels per image (cells whose models predict at least that many are marked degenerate).
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.ticker
@@ -465,33 +478,42 @@ def plot_sweep(sweep: Dict[str, Any], out_dir: Path, baselines: Optional[Dict[st
     ax.set_yticks(range(len(g['kt'])), [str(v) for v in g['kt']])
     ax.set_xlabel('ks (student updates per cycle)')
     ax.set_ylabel('kt (teacher updates per cycle)')
-    ax.set_title(f"MILe ReaL-F1@0.25 (rho={g['rho']}); small: labels/image")
+    ax.set_title(f"MILe ReaL-F1@0.25, rho={g['rho']}\n(in brackets: labels predicted per image)", fontsize=10)
     lo, hi = np.nanmin(f1), np.nanmax(f1)
+    degenerate = False
     for i in range(f1.shape[0]):
         for j in range(f1.shape[1]):
             dark = hi > lo and (f1[i, j] - lo) / (hi - lo) < 0.5
-            ax.text(j, i, f'{f1[i, j]:.1f}\n({cov[i, j]:.1f})', ha='center', va='center', fontsize=8,
+            mark = '*' if true_labels is not None and cov[i, j] >= true_labels else ''
+            degenerate |= bool(mark)
+            ax.text(j, i, f'{f1[i, j]:.1f}{mark}\n({cov[i, j]:.1f})', ha='center', va='center', fontsize=8,
                     color='white' if dark else 'black')
     fig.colorbar(im, ax=ax, label='ReaL-F1@0.25 (%)')
+    if degenerate:
+        fig.text(0.01, -0.02, f'* predicts >= {true_labels:.1f} labels/image, the true mean: degenerate '
+                              f'(every class predicted gives F1 ~75)', fontsize=7)
     paths.append(out_dir / 'mile_kt_ks.png')
     _save_figure(fig, paths[-1])
     plt.close(fig)
 
     r = sweep['rho']
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(6.0, 3.9))
     ax.plot(r['rho'], r['real_f1@0.25'], 'o-', label='MILe ReaL-F1@0.25')
     ax.plot(r['rho'], r['real_f1@0.5'], 's--', label='MILe ReaL-F1@0.5')
     ax.plot(r['rho'], r['top1'], '^:', label='MILe top-1')
-    for name, value in (baselines or {}).items():
-        ax.axhline(value, color='gray', lw=0.8, ls='-.')
-        ax.annotate(f'{name} F1@0.25', (r['rho'][-1], value), fontsize=7, ha='right', va='bottom', color='gray')
+    for (name, value), ls in zip((baselines or {}).items(), ('-.', (0, (1, 2)), '--')):
+        ax.axhline(value, color='gray', lw=0.9, ls=ls, label=f'{name} ReaL-F1@0.25')
+    cov_ax = ax.twinx()
+    cov_ax.plot(r['rho'], r['label_coverage@0.25'], 'd-', color='tab:purple', alpha=0.5, lw=1)
+    cov_ax.set_ylabel('MILe labels/image (diamonds)', color='tab:purple')
+    cov_ax.set_ylim(0, 10.5)
     ax.set_xscale('log')
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(r['rho'], [f'{v:g}' for v in r['rho']])
     ax.set_xlabel('rho (pseudo-label threshold)')
     ax.set_ylabel('%')
     ax.set_title(f"MILe rho sweep (kt={r['kt']}, ks={r['ks']})")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc='center right')
     paths.append(out_dir / 'mile_rho.png')
     _save_figure(fig, paths[-1])
     plt.close(fig)
@@ -503,6 +525,7 @@ def plot_sweep(sweep: Dict[str, Any], out_dir: Path, baselines: Optional[Dict[st
 def write_json(path: Path, data: Dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(suffix='.json.tmp', dir=path.parent)
     try:
+        os.chmod(tmp, _umask_mode())
         with os.fdopen(fd, 'w') as f:
             json.dump(data, f, indent=2)
             f.write('\n')
@@ -613,7 +636,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             Path(args.json).resolve().parent if args.json else ROOT / 'output' / 'bench')
         out_dir.mkdir(parents=True, exist_ok=True)
         baselines = {m: result[m]['real_f1@0.25'] for m in ('softmax', 'sigmoid')}
-        result['figures'] = [str(p) for p in plot_sweep(result['sweep'], out_dir, baselines)]
+        paths = plot_sweep(result['sweep'], out_dir, baselines, result['reference'].get('true_labels_per_image'))
+        result['figures'] = [os.path.relpath(p, Path(args.json).resolve().parent) if args.json else str(p)
+                             for p in paths]
         print('figures: ' + ', '.join(result['figures']))
     if args.json:
         write_json(Path(args.json), result)

@@ -132,3 +132,22 @@ def test_train_flags_differ_only_in_method(repo_root):
         '--mile', '--mile-kt', str(cfg['kt']), '--mile-ks', str(cfg['ks']), '--mile-rho', str(cfg['rho'])]
     # every MILe cycle ends on an epoch boundary (same teacher/student mix in every epoch)
     assert (cfg['train_num_samples'] // cfg['batch_size']) % (cfg['kt'] + cfg['ks']) == 0
+
+
+def test_plot_sweep_writes_pngs(repo_root, tmp_path):
+    bench = _load_module(repo_root)
+    sweep = {
+        'kt_ks': {'kt': [10, 20], 'ks': [5, 10, 20], 'rho': 0.1,
+                  'real_f1@0.25': [[40.0, 75.0, 50.0], [30.0, 35.0, 45.0]],
+                  'label_coverage@0.25': [[2.5, 10.0, 3.0], [1.1, 1.4, 2.0]],
+                  'top1': [[50.0, 20.0, 40.0], [55.0, 54.0, 50.0]]},
+        'rho': {'rho': [0.05, 0.1, 0.25], 'kt': 10, 'ks': 5, 'real_f1@0.25': [70.0, 45.0, 29.0],
+                'real_f1@0.5': [24.0, 26.0, 27.0], 'top1': [30.0, 48.0, 56.0],
+                'label_coverage@0.25': [7.7, 2.9, 1.1]},
+    }
+    paths = bench.plot_sweep(sweep, tmp_path, {'softmax': 28.7, 'sigmoid': 28.6}, true_labels=6.1)
+    assert [p.name for p in paths] == ['mile_kt_ks.png', 'mile_rho.png']
+    for p in paths:
+        data = p.read_bytes()
+        assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 10_000
+    assert sorted(x.name for x in tmp_path.iterdir()) == ['mile_kt_ks.png', 'mile_rho.png']  # no temp files left
