@@ -1,20 +1,24 @@
-"""digits-main: an ImageNet-like toy set of scikit-learn digits, one big "main object" among small ones.
+"""digits-main: an ImageNet-like toy set of scikit-learn digits: one main object among small other ones.
 
 ReLabel's argument (Yun et al., 2021, Sec. 2) is about ImageNet's *shape*: one main object whose
 label is right for the whole image, other objects around it, and random crops that often miss the
 main object (8% of ResNet-50's random crops miss it entirely) yet still carry its label. This set
-has that shape at toy scale:
+has that shape at toy scale (defaults):
 
-* the canvas is ``grid x grid`` cells of ``cell_size`` px (default 4 x 4 cells of 12 px: 48 px);
-* the **main digit** is drawn ``main_cells`` times larger (default a 2 x 2-cell block, 24 px, a
-  quarter of the canvas), at a uniformly drawn block position (any of the ``(grid - main_cells + 1)^2``);
-* each of the other cells holds a small **distractor** digit with probability ``distractor_prob``
-  (default 0.5), else stays black;
+* the canvas is ``grid x grid`` cells of ``cell_size`` px (4 x 4 cells of 12 px: 48 px);
+* the **main object** covers a ``main_cells x main_cells`` block (2 x 2: a quarter of the canvas)
+  at a uniformly drawn position (any of the ``(grid - main_cells + 1)^2``, or only block-aligned
+  ones with ``aligned``). ``main_style='cluster'`` (default) fills the block with four instances of
+  the main digit (four source digits of one class: an object made of parts, each recognizable by a
+  one-cell annotator); ``'big'`` draws one digit over the block;
+* each other cell holds a one-cell **distractor** digit with probability ``distractor_prob`` (0.5);
+  with ``distinct`` (default) the distractors are of distinct classes, none of the main's ("other
+  objects"; at most ``num_classes - 1`` of them), so the main object always covers the most cells;
 * the single label is the main digit, always; the multi-label ground truth (``real_labels``) is
-  the set of all digits present (main and distractors); digits may repeat.
+  the set of all digits present.
 
 With timm's default random-resized crop (scale 0.08-1, ratio 3/4-4/3) about 5% of the crops miss
-the main digit entirely and about 40% hold less than half of it.
+the main object entirely and about 40% hold less than half of it.
 
 Source digits come from the same disjoint train/test pools as :class:`DigitsGrid`
 (``source_split_indices``: stratified, ``split_seed=0``), so train and test canvases never share a
@@ -55,8 +59,11 @@ class DigitsMain(torch.utils.data.Dataset):
         seed: canvas seed; same seed -> identical canvases, labels and ids.
         cell_size: pixels per cell side; the image is ``grid * cell_size`` px square.
         grid: cells per side.
-        main_cells: side of the main digit's square block, in cells (``1 <= main_cells <= grid``).
+        main_cells: side of the main object's square block, in cells (``1 <= main_cells <= grid``).
         distractor_prob: probability that a cell outside the main block holds a distractor digit.
+        aligned: main block only at positions that are multiples of ``main_cells``.
+        main_style: 'cluster' (main_cells**2 instances of the main digit) or 'big' (one digit, scaled).
+        distinct: distractors of distinct classes other than the main's (else any digit, repeats allowed).
         transform: applied to the PIL image in ``__getitem__``.
         target_transform: applied to the int label in ``__getitem__``.
         test_fraction, split_seed: the source-digit split (as :class:`DigitsGrid`).
@@ -77,6 +84,7 @@ class DigitsMain(torch.utils.data.Dataset):
             distractor_prob: float = 0.5,
             aligned: bool = False,
             main_style: str = 'cluster',
+            distinct: bool = True,
             transform: Optional[Callable] = None,
             target_transform: Optional[Callable] = None,
             test_fraction: float = 0.25,
@@ -118,13 +126,17 @@ class DigitsMain(torch.utils.data.Dataset):
         self._main_pos = np.stack([flat // positions, flat % positions], axis=1) * step  # [N, 2] (row, col) top-left
         self.main_source = pool[rng.integers(0, len(pool), size=n)]  # [N] indices into load_source_digits()
         self.labels = targets[self.main_source].astype(np.int64)  # [N]
+        by_class = [pool[targets[pool] == k] for k in range(self.num_classes)]
+        counts = np.array([len(b) for b in by_class])
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        flat_pool = np.concatenate(by_class)
+
+        def draw_of_class(cls: np.ndarray) -> np.ndarray:  # a random pool digit of each class in ``cls``
+            pick = (rng.random(cls.shape) * counts[cls]).astype(np.int64)
+            return flat_pool[offsets[cls] + pick]
+
         if main_style == 'cluster':  # m x m instances of the main class: the first, then others of that class
-            by_class = [pool[targets[pool] == k] for k in range(self.num_classes)]
-            counts = np.array([len(b) for b in by_class])
-            pick = (rng.random((n, m, m)) * counts[self.labels][:, None, None]).astype(np.int64)
-            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            flat_pool = np.concatenate(by_class)
-            cluster = flat_pool[offsets[self.labels][:, None, None] + pick]
+            cluster = draw_of_class(np.broadcast_to(self.labels[:, None, None], (n, m, m)))
             cluster[:, 0, 0] = self.main_source
             self.main_cluster_source = cluster  # [N, m, m]
             self.main_cluster_source.setflags(write=False)
@@ -136,6 +148,16 @@ class DigitsMain(torch.utils.data.Dataset):
         r0, c0 = self._main_pos[:, 0, None, None], self._main_pos[:, 1, None, None]
         self._in_main = (rows >= r0) & (rows < r0 + m) & (cols >= c0) & (cols < c0 + m)  # [N, g, g]
         self._has_distractor = present & ~self._in_main
+        self.distinct = bool(distinct)
+        if self.distinct:  # distractors of distinct classes, none of the main class (at most C - 1 of them)
+            keys = np.where(self._has_distractor.reshape(n, -1), rng.random((n, g * g)), np.inf)
+            rank = np.argsort(np.argsort(keys, axis=1), axis=1).reshape(n, g, g)
+            self._has_distractor &= rank < self.num_classes - 1
+            class_keys = rng.random((n, self.num_classes))
+            class_keys[np.arange(n), self.labels] = np.inf
+            order = np.argsort(class_keys, axis=1)  # [N, C]: the other classes in random order, main last
+            cls = np.take_along_axis(order, np.minimum(rank, self.num_classes - 2).reshape(n, -1), axis=1)
+            self.cell_source = draw_of_class(cls.reshape(n, g, g))
         digits = np.where(self._has_distractor, targets[self.cell_source], EMPTY)
         self._cell_digits = np.where(self._in_main, self.labels[:, None, None], digits).astype(np.int64)
         for a in (self._main_pos, self.main_source, self.labels, self.cell_source, self._in_main,
@@ -167,7 +189,7 @@ class DigitsMain(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(split={self.split!r}, num_samples={len(self)}, seed={self.seed}, '
                 f'grid={self.grid}, main_cells={self.main_cells}, cell_size={self.cell_size}, '
-                f'distractor_prob={self.distractor_prob})')
+                f'distractor_prob={self.distractor_prob}, main_style={self.main_style!r}, distinct={self.distinct})')
 
     @property
     def image_size(self) -> int:

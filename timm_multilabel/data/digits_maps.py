@@ -224,41 +224,59 @@ def _place(x: Tensor, gen: torch.Generator, size: Tuple[float, float], overhang:
     return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
 
 
-def _training_batch(x_train: Tensor, y_train: Tensor, idx: Tensor, gen: torch.Generator,
-                    digit_size: Tuple[float, float], overhang: float, blank_prob: float, mosaic_prob: float,
-                    num_classes: int) -> Tuple[Tensor, Tensor]:
-    """One batch of the annotator's training images ``[B, 1, S, S]`` and soft targets ``[B, C]``:
-    placed single digits; a ``mosaic_prob`` fraction also gets a second placed digit (pixel-wise max)
-    with the target shared by drawn area; a ``blank_prob`` fraction is black with a uniform target."""
-    x = _place(x_train[idx], gen, digit_size, overhang)
+def _training_batch(x_train: Tensor, y_train: Tensor, idx: Tensor, gen: torch.Generator, context: int,
+                    digit_size: Tuple[float, float], overhang: float, blank_prob: float,
+                    num_classes: int, x_big: Optional[Tensor] = None, big_prob: float = 0.0
+                    ) -> Tuple[Tensor, Tensor]:
+    """One batch of the annotator's training mosaics and per-cell soft targets.
+
+    The digits ``idx`` (``B * context**2`` of them) are each drawn in a window of the image size
+    (random size and place, see ``_place``), a ``blank_prob`` fraction of windows left black with a
+    uniform target, and laid out as ``context x context`` mosaics: images ``[B, 1, context*S, context*S]``
+    and targets ``[B, context, context, C]`` (row 0 = top). With ``big_prob``, that fraction of mosaics
+    gets one digit drawn over a 2x2 block of windows (from ``x_big``, digits at twice the size), each
+    of its four cells labeled with it.
+    """
+    c = context
+    x = _place(x_train[idx], gen, digit_size, overhang)  # [B*c*c, 1, S, S]
     target = F.one_hot(y_train[idx], num_classes).float()
-    if mosaic_prob > 0:
-        other = idx[torch.randperm(len(idx), generator=gen)]
-        x2 = _place(x_train[other], gen, digit_size, overhang)
-        mix = torch.rand(len(idx), generator=gen) < mosaic_prob
-        a1, a2 = x.flatten(1).sum(1), x2.flatten(1).sum(1)
-        w = (a2 / (a1 + a2).clamp(min=1e-6))[:, None]
-        x = torch.where(mix[:, None, None, None], torch.maximum(x, x2), x)
-        t2 = F.one_hot(y_train[other], num_classes).float()
-        target = torch.where(mix[:, None], target * (1 - w) + t2 * w, target)
     blank = torch.rand(len(idx), generator=gen) < blank_prob
     x = torch.where(blank[:, None, None, None], torch.zeros_like(x), x)
     target = torch.where(blank[:, None], torch.full_like(target, 1.0 / num_classes), target)
+    b, s = len(idx) // (c * c), x.shape[-1]
+    x = x[:b * c * c].reshape(b, c, c, s, s).permute(0, 1, 3, 2, 4).reshape(b, 1, c * s, c * s)
+    target = target[:b * c * c].reshape(b, c, c, num_classes)
+    if big_prob > 0 and x_big is not None and c >= 2:
+        for j in torch.nonzero(torch.rand(b, generator=gen) < big_prob)[:, 0].tolist():
+            k = idx[int(torch.randint(len(idx), (1,), generator=gen))]
+            r, q = (int(v) for v in torch.randint(0, c - 1, (2,), generator=gen))
+            x[j, :, r * s:(r + 2) * s, q * s:(q + 2) * s] = _place(x_big[k:k + 1], gen, digit_size, overhang)[0]
+            target[j, r:r + 2, q:q + 2] = F.one_hot(y_train[k], num_classes).float()
     return x, target
+
+
+def cell_logits(model: torch.nn.Module, images: Tensor) -> Tensor:
+    """The classifier's head applied at every cell of its final feature map (as ``LabelMapAnnotator``):
+    ``images [B, 3, H, W]`` -> logits ``[B, h, w, C]``."""
+    feats = model.forward_features(images)
+    b, ch, h, w = feats.shape
+    cells = feats.permute(0, 2, 3, 1).reshape(b * h * w, ch, 1, 1)
+    return model.forward_head(cells).reshape(b, h, w, -1)
 
 
 def train_digit_classifier(
         output_dir: Union[str, os.PathLike],
         model_name: str = 'test_resnet',
-        img_size: int = 64,
+        img_size: int = 32,
         epochs: int = 20,
         batch_size: int = 128,
         lr: float = 3e-3,
         weight_decay: float = 0.05,
-        digit_size: Tuple[float, float] = (0.25, 1.0),
-        overhang: float = 0.1,
-        blank_prob: float = 0.1,
-        mosaic_prob: float = 0.0,
+        digit_size: Tuple[float, float] = (0.85, 1.05),
+        overhang: float = 0.05,
+        blank_prob: float = 0.25,
+        context: int = 3,
+        big_prob: float = 0.0,
         logit_scale: float = 1.0,
         seed: int = 0,
         test_fraction: float = 0.25,
@@ -269,15 +287,26 @@ def train_digit_classifier(
 
     Trains ``model_name`` (num_classes 10) from scratch with AdamW + cosine schedule on the
     *train* pool of scikit-learn's digits (``source_split_indices('train')``), each upscaled to
-    ``img_size`` px, randomly zoomed (``zoom``: > 1 shows part of the digit, as a crop of a big
-    digit; < 1 a small digit on black) and shifted (``shift``, a fraction of the side), with a
-    fraction ``blank_prob`` of black images whose target is uniform (nothing to see). The head is
-    then re-centred (each output's logits average to 0 over classes; softmax unchanged).
+    ``img_size`` px (the network's stride: one feature-map cell per digit window), drawn at a random
+    size (``digit_size``, a fraction of the window) and place (``overhang``), a ``blank_prob``
+    fraction of windows left black with a uniform target (nothing to see). Windows are laid out as
+    ``context x context`` mosaics and the head is trained at every cell of the final feature map
+    (``cell_logits``, exactly what ``LabelMapAnnotator`` computes), so that each cell learns its own
+    window's digit among neighbours, as in the canvases it will annotate; ``context=1`` trains on
+    isolated digits. Each cell has a single label: the digit of its window (``big_prob``: a fraction of
+    mosaics also holds one digit drawn over 2x2 windows, each of those cells labeled with it, for
+    canvases with big objects).
+
+    The head is then re-centred (each cell's logits average to 0 over classes; softmax unchanged),
+    so that classes outside a stored top-K (``fill=0``) sit at the cell's mean logit and blank cells
+    are neutral, and multiplied by ``logit_scale`` (a temperature; argmax unchanged). Since LabelPooling
+    averages logits over a crop, the scale sets how sharp pooled targets are (see the module docstring).
 
     Writes ``output_dir`` with ``model.safetensors``, timm's ``config.json`` (input size
     ``img_size``, mean 0.5 / std 0.5, bilinear) and a model card whose ``top1`` is the accuracy on
-    the held-out test-pool digits. Load it with ``timm.create_model('local-dir:' + output_dir,
-    pretrained=True)`` or ``load_digit_classifier``. Returns ``Path(output_dir)``.
+    the held-out test-pool digits (isolated, one per image). Load it with
+    ``timm.create_model('local-dir:' + output_dir, pretrained=True)`` or ``load_digit_classifier``.
+    Returns ``Path(output_dir)``.
     """
     import timm
     from timm.optim import create_optimizer_v2
@@ -296,6 +325,7 @@ def train_digit_classifier(
     train_idx = source_split_indices('train', test_fraction, split_seed)
     test_idx = source_split_indices('test', test_fraction, split_seed)
     x_train = render_single_digits(train_idx, img_size)
+    x_big = render_single_digits(train_idx, 2 * img_size) if big_prob > 0 else None
     y_train = torch.from_numpy(targets[train_idx].astype(np.int64))
     num_classes = 10
 
@@ -305,6 +335,9 @@ def train_digit_classifier(
                               pretrained_cfg_overlay=dict(input_size=(3, img_size, img_size), mean=(0.5,) * 3,
                                                           std=(0.5,) * 3, interpolation='bilinear', crop_pct=1.0),
                               **model_kwargs)
+    cells = context * context
+    if batch_size < cells:
+        raise UserError(f'train_digit_classifier: batch_size={batch_size} holds no {context}x{context} mosaic')
     steps_per_epoch = max(1, len(x_train) // batch_size)
     optimizer = create_optimizer_v2(model, 'adamw', lr=lr, weight_decay=weight_decay)
     scheduler = CosineLRScheduler(optimizer, t_initial=epochs * steps_per_epoch, warmup_t=steps_per_epoch,
@@ -315,9 +348,12 @@ def train_digit_classifier(
         order = torch.randperm(len(x_train), generator=gen)
         for b in range(steps_per_epoch):
             idx = order[b * batch_size:(b + 1) * batch_size]
-            x, target = _training_batch(x_train, y_train, idx, gen, digit_size, overhang, blank_prob,
-                                        mosaic_prob, num_classes)
-            logits = model((x.expand(-1, 3, -1, -1) - 0.5) / 0.5)
+            x, target = _training_batch(x_train, y_train, idx, gen, context, digit_size, overhang, blank_prob,
+                                        num_classes, x_big, big_prob)
+            logits = cell_logits(model, (x.expand(-1, 3, -1, -1) - 0.5) / 0.5)  # [B, c, c, C]
+            if logits.shape[1:3] != target.shape[1:3]:
+                raise UserError(f'train_digit_classifier: {model_name} gives a {tuple(logits.shape[1:3])} map for '
+                                f'{context}x{context} windows of {img_size} px; img_size must be its stride')
             loss = torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
