@@ -95,6 +95,10 @@ def common_flags(cfg: Dict[str, Any], seed: int) -> List[str]:
         '--batch-size', str(cfg['batch_size']), '--epochs', str(cfg['epochs']), '--lr', str(cfg['lr']),
         '--warmup-epochs', str(cfg['warmup_epochs']), '--sched-on-updates', '--seed', str(seed),
         '--workers', '0', '--log-interval', '1000000', '--checkpoint-hist', '1',
+        # pinned here so that later changes of train.py's digits-grid defaults do not move the benchmark
+        '--val-split', 'test', '--opt', 'adamw', '--weight-decay', '0.05', '--smoothing', '0', '--hflip', '0',
+        '--color-jitter', '0', '--scale', '0.5', '1.0', '--ratio', '0.9', '1.1', '--crop-pct', '1.0',
+        '--interpolation', 'bilinear', '--train-interpolation', 'bilinear',
     ]
 
 
