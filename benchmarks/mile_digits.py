@@ -358,8 +358,8 @@ def format_table(result: Dict[str, Any]) -> str:
         r = result[m]
         paper = PAPER_TABLE6[m]
         rows.append([m, _fmt(r['top1']), _fmt(r['real_f1@0.25']), _fmt(paper[0]), _fmt(r['real_f1@0.5']),
-                     _fmt(paper[1]), _fmt(r['label_coverage@0.25']), _fmt(r['mAP']), _fmt(r['train_cpu_seconds'], '.1f'),
-                     _fmt(r['train_seconds'], '.1f')])
+                     _fmt(paper[1]), _fmt(r['label_coverage@0.25']), _fmt(r['mAP']),
+                     _fmt(r['train_cpu_seconds'], '.1f'), _fmt(r['train_seconds'], '.1f')])
     for name, ref in result.get('reference', {}).items():
         if isinstance(ref, dict):
             rows.append([f'({name})', '-', _fmt(ref['real_f1@0.25']), '-', _fmt(ref['real_f1@0.5']), '-',
