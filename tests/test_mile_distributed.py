@@ -114,11 +114,9 @@ def _worker(rank: int, init_file: str, bn: bool, result_dir: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize('bn', [
     False,
-    # MILeTask._copy_teacher copies each rank's own BatchNorm running statistics (updated by its
-    # local batches after DDP's buffer broadcast), so teachers differ across ranks. Remove this
-    # mark once _copy_teacher broadcasts the teacher's buffers from rank 0 (strict: an XPASS fails).
-    pytest.param(True, marks=pytest.mark.xfail(
-        strict=True, reason='MILe teacher BatchNorm buffers are rank-local (mile._copy_teacher)')),
+    # BatchNorm running statistics are updated by each rank's local batches: the teacher must take
+    # rank 0's, or the ranks' teachers (and so their pseudo-labels) drift apart.
+    True,
 ], ids=['no-bn', 'batchnorm'])
 def test_ddp_ranks_hold_identical_teachers(tmp_path, bn):
     result_dir = tmp_path / 'results'

@@ -213,6 +213,12 @@ class MILeTask(TrainingTask):
         teacher = self._ensure_teacher()
         teacher.load_state_dict(unwrap_model(self.trainable_module).state_dict())
         teacher.eval()
+        # DDP keeps parameters equal, but BatchNorm statistics see each rank's local batches:
+        # take rank 0's (as DDP's broadcast_buffers does for the model at its next forward).
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            for buf in teacher.buffers():
+                torch.distributed.broadcast(buf, src=0)
 
     def _apply(self, fn, *args, **kwargs):
         """Move/convert the unregistered teacher together with the task (``.to()``, ``.half()``...)."""
