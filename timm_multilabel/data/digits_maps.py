@@ -8,13 +8,14 @@ ReLabel's pipeline in miniature (Yun et al., 2021, Sec. 3.1 and Appendix B):
   cells) get ``fill`` for every class, which is *neutral*: the same logit for all classes adds
   nothing to any class when LabelPooling averages logits. ``fill`` must be the value training
   uses for classes outside a cell's top-K (train.py ``--relabel-fill``, default 0).
-* **Machine maps**: ``train_digit_classifier`` trains a small timm classifier on *single*
-  8x8 scikit-learn digits (train pool only, disjoint from every test canvas), upscaled to
-  ``img_size`` and randomly zoomed and shifted, plus blank images with a uniform target; the
-  saved folder loads with ``timm.create_model('local-dir:DIR', pretrained=True)``.
-  ``write_machine_maps`` (or ``timm-multilabel annotate``) runs it fully convolutionally over
-  whole canvases resized so that one feature-map cell spans one canvas cell (a 4x4-cell canvas
-  at 4 x 32 = 128 px through a stride-32 network gives a 4x4 map).
+* **Machine maps**: ``train_digit_classifier`` trains a small timm classifier (``test_resnet``)
+  on *single-digit labels*: 8x8 scikit-learn digits of the train pool only (disjoint from every
+  test canvas), upscaled to its stride (32 px), laid out in 3x3 mosaics with blank windows, each
+  feature-map cell trained on its own window's digit; the saved folder loads with
+  ``timm.create_model('local-dir:DIR', pretrained=True)``. ``write_machine_maps`` (or
+  ``timm-multilabel annotate --model local-dir:DIR --pretrained --img-size 128``) runs it fully
+  convolutionally over whole canvases resized so that one feature-map cell spans one canvas cell
+  (a 4x4-cell canvas at 4 x 32 = 128 px through a stride-32 network gives a 4x4 map).
 
 Why the scale of the logits matters: LabelPooling averages the map's *logits* over the crop
 and then takes a softmax, so a class covering a fraction ``a`` of the crop contributes
@@ -22,7 +23,8 @@ and then takes a softmax, so a class covering a fraction ``a`` of the crop contr
 it a pooled logit of 4 against 1 for a one-cell distractor (p ~ 0.8), while ``logit = 6``
 (a "calibrated" 99% cell) gives 1.5 against 0.4: a target close to uniform. The trained
 annotator's head is re-centred (every cell's logits average to 0 over the classes; softmax
-outputs unchanged), so that ``fill = 0`` is also neutral for its top-K maps.
+outputs unchanged), so that ``fill = 0`` is also neutral for its top-K maps, and scaled by a
+temperature (``logit_scale``, 2.5) that gives its digit cells logits of ~15-20, as sharp as the oracle's.
 """
 from __future__ import annotations
 
