@@ -2,6 +2,7 @@
 
     python benchmarks/relabel_digits.py [--seed S] [--json FILE] [--quick] [--jobs N] [--out-dir DIR]
                                         [--rows ROW,...] [--annotate-api]
+    python benchmarks/relabel_digits.py --summarize seed1.json seed2.json seed3.json [--json FILE]
 
 The data (``timm_multilabel.data.DigitsMain``, ``train.py --dataset digits-main``) is built to be
 ImageNet-like where it matters for ReLabel: a 4x4-cell canvas whose *main object* (a 2x2 block of
@@ -263,6 +264,39 @@ def format_table(result: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
+def summarize(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean and sample std over seeds of each row's top-1 / mAP, and of its top-1 and mAP difference
+    to the same seed's baseline (paired): ``{row: {'top1': (mean, std), 'mAP': ..., 'd_top1': ...,
+    'd_mAP': ...}, 'seeds': [...]}``."""
+    import statistics
+
+    def stats(values: List[float]):
+        return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+
+    out: Dict[str, Any] = {'seeds': [r['seed'] for r in results]}
+    for row in ROWS:
+        have = [r for r in results if row in r and 'baseline' in r]
+        if not have:
+            continue
+        out[row] = {
+            'top1': stats([r[row]['top1'] for r in have]), 'mAP': stats([r[row]['mAP'] for r in have]),
+            'd_top1': stats([r[row]['top1'] - r['baseline']['top1'] for r in have]),
+            'd_mAP': stats([r[row]['mAP'] - r['baseline']['mAP'] for r in have]),
+            'n': len(have),
+        }
+    return out
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    lines = [f"ReLabel on digits-main, mean +- std over seeds {', '.join(map(str, summary['seeds']))}",
+             f"{'row':<28}{'top-1':>15}{'mAP':>15}{'d top-1':>15}{'d mAP':>15}"]
+    for row in ROWS:
+        s = summary.get(row)
+        if s:
+            lines.append(f"{row:<28}" + ''.join(f"{s[k][0]:>8.2f} +-{s[k][1]:4.2f}" for k in ('top1', 'mAP', 'd_top1', 'd_mAP')))
+    return '\n'.join(lines)
+
+
 def write_json(path: Path, data: Dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix='.json.tmp', dir=path.parent)
@@ -372,7 +406,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              '`timm-multilabel annotate` on the exported canvases (same maps, no PNG export)')
     parser.add_argument('--out-dir', type=Path, default=None,
                         help='keep maps, annotator and train.py runs here (default: a temporary folder, removed)')
+    parser.add_argument('--summarize', type=Path, nargs='+', default=None, metavar='JSON',
+                        help='print the mean +- std table of finished runs (JSON files of this script) and exit')
     args = parser.parse_args(argv)
+    if args.summarize:
+        summary = summarize([json.loads(p.read_text()) for p in args.summarize])
+        print(format_summary(summary))
+        if args.json:
+            write_json(args.json, summary)
+        return 0
     rows = [r.strip() for r in args.rows.split(',') if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown or args.jobs < 1:

@@ -46,6 +46,26 @@ def test_target_and_table():
     assert 'relabel' in table and '+1.50 top-1 vs baseline' in table and 'NOT met' in table
 
 
+def test_summary_over_seeds_is_paired(tmp_path, run):
+    b = _bench()
+    runs = []
+    for seed, (base, rel) in enumerate([(90.0, 92.0), (94.0, 95.0)], start=1):
+        row = {k: 50.0 for k in b.METRIC_KEYS}
+        runs.append({'seed': seed, 'baseline': dict(row, top1=base), 'relabel': dict(row, top1=rel, mAP=53.0)})
+    s = b.summarize(runs)
+    assert s['seeds'] == [1, 2] and s['relabel']['n'] == 2
+    assert s['relabel']['top1'] == pytest.approx((93.5, 2.1213203))
+    assert s['relabel']['d_top1'] == pytest.approx((1.5, 0.7071068))  # paired: (2, 1)
+    assert s['relabel']['d_mAP'] == pytest.approx((3.0, 0.0))
+    assert 'relabel-oracle' not in s
+    files = []
+    for r in runs:
+        files.append(tmp_path / f"s{r['seed']}.json")
+        files[-1].write_text(json.dumps(r))
+    assert b.main(['--summarize', *map(str, files), '--json', str(tmp_path / 'sum.json')]) == 0
+    assert json.loads((tmp_path / 'sum.json').read_text())['relabel']['d_top1'][0] == pytest.approx(1.5)
+
+
 @pytest.mark.slow
 def test_quick_run_writes_the_json_rows(tmp_path, run):
     out = tmp_path / 'r.json'
