@@ -237,7 +237,8 @@ def test_annotate_cli_on_exported_canvases_gives_the_same_maps(annotator, tmp_pa
     ds.export_image_folder(str(tmp_path / 'images'))
     run(['-m', 'timm_multilabel.cli', 'annotate', '--model', f'local-dir:{annotator}', '--pretrained',
          '--img-size', '128', '--topk', '4', '--dtype', 'float32', '--data-dir', tmp_path / 'images',
-         '--output', tmp_path / 'cli', '--workers', '0', '--batch-size', '5'])
+         '--output', tmp_path / 'cli', '--workers', '0', '--batch-size', '5'],
+        env={'CUDA_VISIBLE_DEVICES': ''})  # on the CPU, like write_machine_maps below (same kernels)
     api = load_label_maps(str(write_machine_maps(ds, annotator, tmp_path / 'api', topk=4, dtype='float32')))
     cli = load_label_maps(str(tmp_path / 'cli'))
     assert cli.map_size == api.map_size == (4, 4) and sorted(cli.image_ids) == sorted(ds.image_ids)

@@ -107,9 +107,10 @@ def test_full_box_is_global_average():
 @pytest.mark.parametrize('output_size', [1, 2, (3, 2)])
 @pytest.mark.parametrize('fill', [0.0, -1.5])
 @pytest.mark.parametrize('sampling_ratio,aligned', [(-1, False), (-1, True), (2, False), (1, True)])
-def test_matches_dense_roi_align(output_size, fill, sampling_ratio, aligned):
+@pytest.mark.parametrize('map_hw', [(9, 13), (11, 11)])  # non-square catches an x/y swap; square takes the fused path
+def test_matches_dense_roi_align(output_size, fill, sampling_ratio, aligned, map_hw):
     g = torch.Generator().manual_seed(0)
-    scores, classes = _random_maps(16, 5, 9, 13, 50, g)  # non-square map catches an x/y swap
+    scores, classes = _random_maps(16, 5, *map_hw, 50, g)
     boxes = _random_boxes(16, g)
     ref = _reference(scores, classes, boxes, 50, output_size, fill, sampling_ratio, aligned)
     logits = label_pool_logits(scores, classes, boxes, 50, output_size, fill, sampling_ratio, aligned)
@@ -181,3 +182,18 @@ def test_benchmark_smoke(tmp_path):
                        '--json', str(out)]) == 0
     row = json.loads(out.read_text())['speedup_vs_official']
     assert row['crops'] == 8 and row['max_abs_diff'] < 1e-6 and row['speedup'] > 0
+
+
+def test_check_values_false_skips_only_the_value_checks():
+    g = torch.Generator().manual_seed(4)
+    scores, classes = _random_maps(4, 3, 5, 5, 20, g)
+    boxes = _random_boxes(4, g)
+    torch.testing.assert_close(label_pool(scores, classes, boxes, 20, check_values=False),
+                               label_pool(scores, classes, boxes, 20), atol=0, rtol=0)
+    outside = boxes.clone()
+    outside[1, 2] = 1.2
+    with pytest.raises(UserError, match=r'box 1 = .* is not a normalized'):
+        label_pool(scores, classes, outside, 20)
+    assert label_pool(scores, classes, outside, 20, check_values=False).shape == (4, 20)
+    with pytest.raises(UserError, match='classes must be an integer Tensor'):  # shapes/dtypes still checked
+        label_pool(scores, classes.float(), boxes, 20, check_values=False)
