@@ -150,6 +150,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         sys.exit(2)
 
 
+def use_deterministic_kernels() -> None:
+    """Deterministic cuDNN/cuBLAS/scatter kernels (--deterministic); ops without one only warn."""
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # read when cuBLAS starts
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def run(args, args_text: str) -> Dict[str, Any]:
     check_args(args)
     method: Dict[str, Any] = {'name': 'baseline'}
@@ -159,6 +167,8 @@ def run(args, args_text: str) -> Dict[str, Any]:
         method = {'name': 'mile', **mile_kwargs_from_args(args)}
     output_dir = resolve_output_dir(args)
 
+    if args.deterministic:
+        use_deterministic_kernels()
     mixed_precision = 'no'
     if args.amp:
         mixed_precision = 'bf16' if (args.amp_dtype == 'bfloat16' or not torch.cuda.is_available()) else 'fp16'

@@ -279,12 +279,30 @@ def summarize(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         if not have:
             continue
         out[row] = {
+            'top1_per_seed': [r[row]['top1'] for r in have],
             'top1': stats([r[row]['top1'] for r in have]), 'mAP': stats([r[row]['mAP'] for r in have]),
             'd_top1': stats([r[row]['top1'] - r['baseline']['top1'] for r in have]),
             'd_mAP': stats([r[row]['mAP'] - r['baseline']['mAP'] for r in have]),
             'n': len(have),
         }
     return out
+
+
+def format_summary_markdown(summary: Dict[str, Any]) -> str:
+    """README table: mean +- std over seeds, paired differences to the baseline, per-seed top-1."""
+    seeds = ', '.join(map(str, summary['seeds']))
+    lines = [f'| row (seeds {seeds}) | top-1 | d top-1 | mAP | d mAP | top-1 per seed | paper top-1 |',
+             '| --- | ---: | ---: | ---: | ---: | --- | ---: |']
+    for row in ROWS:
+        s = summary.get(row)
+        if not s:
+            continue
+        cells = [f"{s['top1'][0]:.2f} +- {s['top1'][1]:.2f}", f"{s['d_top1'][0]:+.2f} +- {s['d_top1'][1]:.2f}",
+                 f"{s['mAP'][0]:.2f} +- {s['mAP'][1]:.2f}", f"{s['d_mAP'][0]:+.2f} +- {s['d_mAP'][1]:.2f}",
+                 ' / '.join(f'{v:.2f}' for v in s.get('top1_per_seed', [])),
+                 f"{PAPER_TABLE2[row]:.1f}" if row in PAPER_TABLE2 else '']
+        lines.append(f"| {row} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
 
 
 def format_summary(summary: Dict[str, Any]) -> str:
@@ -408,10 +426,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='keep maps, annotator and train.py runs here (default: a temporary folder, removed)')
     parser.add_argument('--summarize', type=Path, nargs='+', default=None, metavar='JSON',
                         help='print the mean +- std table of finished runs (JSON files of this script) and exit')
+    parser.add_argument('--markdown', action='store_true', help='with --summarize: print a Markdown table')
     args = parser.parse_args(argv)
     if args.summarize:
         summary = summarize([json.loads(p.read_text()) for p in args.summarize])
-        print(format_summary(summary))
+        print(format_summary_markdown(summary) if args.markdown else format_summary(summary))
         if args.json:
             write_json(args.json, summary)
         return 0

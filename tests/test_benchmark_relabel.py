@@ -58,6 +58,9 @@ def test_summary_over_seeds_is_paired(tmp_path, run):
     assert s['relabel']['d_top1'] == pytest.approx((1.5, 0.7071068))  # paired: (2, 1)
     assert s['relabel']['d_mAP'] == pytest.approx((3.0, 0.0))
     assert 'relabel-oracle' not in s
+    md = b.format_summary_markdown(s).splitlines()
+    assert md[0].startswith('| row (seeds 1, 2) |') and len(md) == 4  # header, rule, baseline, relabel
+    assert md[3] == '| relabel | 93.50 +- 2.12 | +1.50 +- 0.71 | 53.00 +- 0.00 | +3.00 +- 0.00 | 92.00 / 95.00 | 78.9 |'
     files = []
     for r in runs:
         files.append(tmp_path / f"s{r['seed']}.json")

@@ -117,7 +117,8 @@ def _kill_after_first_checkpoint(argv, out, timeout=300):
 @pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, run):
     full, part = tmp_path / 'full', tmp_path / 'part'
-    argv = [*TINY, '--epochs', '4', '--mixup', '0.2', '--model-ema', '--model-ema-decay', '0.9']
+    # --deterministic: GPU kernels too (a CPU run is deterministic anyway)
+    argv = [*TINY, '--epochs', '4', '--mixup', '0.2', '--model-ema', '--model-ema-decay', '0.9', '--deterministic']
     run(['train.py', *argv, '--output', full])
     _kill_after_first_checkpoint([*argv, '--output', part], part)
     assert not (part / 'summary.json').exists()
@@ -136,7 +137,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, run):
 def test_mile_resume_continues_the_generation(tmp_path, run):
     full, part = tmp_path / 'full', tmp_path / 'part'
     # 8 updates an epoch with kt=3, ks=2: the kill lands mid-generation, inside a student phase.
-    argv = [*TINY, '--epochs', '3', '--mile', '--mile-kt', '3', '--mile-ks', '2', '--mile-rho', '0.1']
+    argv = [*TINY, '--epochs', '3', '--mile', '--mile-kt', '3', '--mile-ks', '2', '--mile-rho', '0.1', '--deterministic']
     run(['train.py', *argv, '--output', full])
     _kill_after_first_checkpoint([*argv, '--output', part], part)
     ckpt = torch.load(part / 'last.pth.tar', weights_only=True)

@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = _group(parser, 'Run')
     g.add_argument('--seed', type=int, default=42, metavar='S', help='random seed (also generates digits-grid)')
+    g.add_argument('--deterministic', action='store_true', default=False,
+                   help='deterministic GPU kernels (cuDNN, cuBLAS, scatter): bit-identical reruns and resumes on '
+                        'the same machine, at some speed; CPU runs are deterministic without it')
     g.add_argument('--log-interval', type=int, default=50, metavar='N', help='batches between log lines')
     g.add_argument('--checkpoint-hist', type=int, default=10, metavar='N', help='number of checkpoints to keep')
     g.add_argument('-j', '--workers', type=int, default=4, metavar='N', help='data loading processes per rank')
