@@ -21,7 +21,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from timm_multilabel import UserError, create_loss, create_target_transform, create_task
 from timm_multilabel.data import create_dataset, get_class_names, get_num_classes, get_real_labels
+from timm_multilabel.data.seeded import SeededSamples
 from timm_multilabel.training.args import check_args, parse_args
 from timm_multilabel.training.checkpoint import (
     CheckpointKeeper, load_checkpoint_file, resolve_resume_path, rng_state, set_rng_state)
@@ -90,15 +91,34 @@ def build_mixup(args, num_classes: int, dense_targets: bool):
 
 
 def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerator, args, mixup_fn,
-                    num_updates: int) -> Dict[str, Any]:
+                    num_updates: int, progress: Optional[Dict[str, Any]] = None,
+                    save_progress: Optional[Callable[[Dict[str, Any], int], None]] = None) -> Dict[str, Any]:
+    """One epoch of updates. ``progress`` resumes an unfinished epoch (``batches`` done, running
+    ``loss_sum``/``loss_count``/``seconds``, this rank's ``rng``); ``save_progress(progress,
+    num_updates)`` is called every ``--checkpoint-every`` updates inside the epoch."""
     task.train()
     if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
         mixup_fn.mixup_enabled = False
-    loss_sum, loss_count = torch.zeros((), dtype=torch.float64), 0
+    progress = progress or {}
+    done = int(progress.get('batches', 0))
+    loss_sum = torch.tensor(float(progress.get('loss_sum', 0.0)), dtype=torch.float64)
+    loss_count = int(progress.get('loss_count', 0))
+    total = len(loader)
+    if done:
+        if done >= total:
+            raise UserError(f'--resume: the checkpoint is {done} batches into epoch {epoch}, which has only {total} '
+                            f'batches with these flags (did --batch-size or the data change?)')
+        loader = accelerator.skip_first_batches(loader, done)
     bar = tqdm(loader, desc=f'epoch {epoch}', disable=not accelerator.is_main_process, leave=False,
-               dynamic_ncols=True, unit='batch')
-    start = time.time()
-    for batch_idx, (images, target) in enumerate(bar):
+               dynamic_ncols=True, unit='batch', initial=done, total=total)
+    start = time.time() - float(progress.get('seconds', 0.0))
+    resume_rng = progress.get('rng')
+    for batch_idx, (images, target) in enumerate(bar, start=done):
+        if resume_rng is not None:
+            # after the (skipping) loader's first fetch, which draws its worker seed from the
+            # global generator: continue from the state the interrupted run had at this batch
+            set_rng_state(resume_rng)
+            resume_rng = None
         if mixup_fn is not None:
             images, target = mixup_fn(images, target)
         if args.channels_last:
@@ -125,6 +145,10 @@ def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerato
             scheduler.step_update(num_updates=num_updates)
         loss_sum += loss.detach().double().cpu()
         loss_count += 1
+        if (save_progress is not None and args.checkpoint_every and accelerator.sync_gradients
+                and num_updates % args.checkpoint_every == 0 and batch_idx + 1 < total):
+            save_progress({'batches': batch_idx + 1, 'loss_sum': loss_sum.item(), 'loss_count': loss_count,
+                           'seconds': time.time() - start}, num_updates)
         if accelerator.is_main_process and (batch_idx % args.log_interval == 0):
             postfix = {'loss': f'{loss.item():.4f}', 'lr': f'{optimizer.param_groups[0]["lr"]:.2e}'}
             if hasattr(task, 'phase'):
@@ -245,8 +269,11 @@ def run(args, args_text: str) -> Dict[str, Any]:
         dataset_train.transform = create_transform(
             is_training=True, no_aug=args.no_aug, **train_transform_kwargs)
 
+    # each sample's augmentation draws depend on (seed, epoch, index) only: the same for any
+    # --workers, and exact when a run resumes mid-epoch
+    train_samples = SeededSamples(dataset_train, args.seed)
     loader_train = torch.utils.data.DataLoader(
-        dataset_train, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
+        train_samples, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
         collate_fn=collate_fn, persistent_workers=args.workers > 0, pin_memory=torch.cuda.is_available())
     loader_eval = torch.utils.data.DataLoader(
         IndexedDataset(dataset_eval), batch_size=args.validation_batch_size or args.batch_size, shuffle=False,
@@ -280,6 +307,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
     # ---- resume ----
     keeper = CheckpointKeeper(output_dir, decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist)
     start_epoch, num_updates, history = 0, 0, []
+    resume_progress: Optional[Dict[str, Any]] = None
     if args.resume:
         resume_path = resolve_resume_path(args.resume)
         ckpt = load_checkpoint_file(resume_path)
@@ -294,11 +322,16 @@ def run(args, args_text: str) -> Dict[str, Any]:
             raise UserError(f'checkpoint {resume_path}: does not fit this run ({str(e).splitlines()[0][:200]})')
         start_epoch = ckpt['epoch'] + 1
         num_updates = ckpt.get('num_updates', start_epoch * updates_per_epoch)
+        resume_progress = ckpt.get('epoch_progress')
+        if resume_progress is not None and 'rng' in ckpt:
+            resume_progress = {**resume_progress,
+                               'rng': ckpt['rng'][min(accelerator.process_index, len(ckpt['rng']) - 1)]}
         history = list(ckpt.get('history', []))
         keeper.load_state(ckpt.get('keeper'))
         if 'rng' in ckpt:
             set_rng_state(ckpt['rng'][min(accelerator.process_index, len(ckpt['rng']) - 1)])
-        _logger.info(f'resumed from {resume_path} at epoch {start_epoch}')
+        _logger.info(f'resumed from {resume_path} at epoch {start_epoch}'
+                     + (f', batch {resume_progress["batches"]}' if resume_progress else ''))
     if args.start_epoch is not None:
         start_epoch = args.start_epoch
     if start_epoch > 0:
@@ -315,10 +348,37 @@ def run(args, args_text: str) -> Dict[str, Any]:
     probs_kind = 'sigmoid' if sigmoid_model else 'softmax'
     train_seconds = sum(r.get('epoch_seconds', 0.0) for r in history)
     eval_metrics: Dict[str, Any] = history[-1] if history else {}
+    def checkpoint_state(epoch: int, metric: Optional[float]) -> Dict[str, Any]:
+        """timm's checkpoint keys plus what an exact resume needs (collective: every rank calls it)."""
+        gathered_rng = accelerator.gather_for_metrics([rng_state()], use_gather_object=True) \
+            if accelerator.num_processes > 1 else [rng_state()]
+        if not is_main:
+            return {}
+        ckpt = {
+            'epoch': epoch, 'arch': args.model, 'version': 2, 'num_updates': num_updates,
+            'args': vars(args), 'metric': metric, 'history': history, 'rng': gathered_rng,
+            'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+            **task.get_checkpoint_state(),
+        }
+        if args.model_ema:
+            ckpt.update(task.get_checkpoint_state(ema=True))
+        return ckpt
+
+    def save_progress(progress: Dict[str, Any], updates: int) -> None:
+        nonlocal num_updates
+        num_updates = updates
+        # 'epoch' stays the last finished one (timm's meaning); the unfinished epoch is in epoch_progress
+        ckpt = checkpoint_state(epoch - 1, None)
+        if is_main:
+            ckpt['epoch_progress'] = {'epoch': epoch, **progress}
+            keeper.save_last(ckpt)
+
     for epoch in range(start_epoch, args.epochs):
         loader_train.set_epoch(epoch)
+        train_samples.set_epoch(epoch)
         train_stats = train_one_epoch(epoch, task, model, loader_train, optimizer, scheduler, accelerator, args,
-                                      mixup_fn, num_updates)
+                                      mixup_fn, num_updates, progress=resume_progress, save_progress=save_progress)
+        resume_progress = None
         num_updates = train_stats['num_updates']
         train_seconds += train_stats['epoch_seconds']
         scheduler.step(epoch + 1, eval_metrics.get(args.eval_metric))
@@ -333,17 +393,8 @@ def run(args, args_text: str) -> Dict[str, Any]:
         history.append(row)
         metric = eval_metrics.get(args.eval_metric) if args.eval_metric != 'loss' else eval_metrics['loss']
 
-        gathered_rng = accelerator.gather_for_metrics([rng_state()], use_gather_object=True) \
-            if accelerator.num_processes > 1 else [rng_state()]
+        ckpt = checkpoint_state(epoch, metric)
         if is_main:
-            ckpt = {
-                'epoch': epoch, 'arch': args.model, 'version': 2, 'num_updates': num_updates,
-                'args': vars(args), 'metric': metric, 'history': history, 'rng': gathered_rng,
-                'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                **task.get_checkpoint_state(),
-            }
-            if args.model_ema:
-                ckpt.update(task.get_checkpoint_state(ema=True))
             keeper.save(ckpt, epoch, metric)
             write_epoch_log(output_dir / 'summary.csv', history)
             plot_curves(output_dir / 'curves.png', history, title=f'{args.model} on {args.dataset or "images"}')

@@ -212,3 +212,60 @@ def test_show_draws_the_top_classes(tmp_path, capsys):
     assert main(['show', '--maps', str(maps), '--image', str(tmp_path / 'cls' / 'img.jpg'),
                  '--out', str(tmp_path / 'x.png'), '--image-id', 'other']) == 2
     assert "no label map for image id 'other'" in capsys.readouterr().err
+
+
+def _parquet_dataset(root, image_ids, seed=0):
+    """A local Hugging Face image dataset (one Parquet shard) with an image_id column."""
+    import datasets
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    imgs = [Image.fromarray(rng.integers(0, 255, (20 + 5 * i, 40 - 2 * i, 3), dtype=np.uint8))
+            for i in range(len(image_ids))]
+    features = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b']),
+                                  'image_id': datasets.Value('string')})
+    table = datasets.Dataset.from_dict(
+        {'image': imgs, 'label': [i % 2 for i in range(len(image_ids))], 'image_id': list(image_ids)},
+        features=features)
+    (root / 'data').mkdir(parents=True)
+    table.to_parquet(str(root / 'data' / 'train-00000-of-00001.parquet'))
+    return imgs
+
+
+def test_annotate_a_hugging_face_dataset_keys_maps_by_train_py_ids(weights, tmp_path, monkeypatch):
+    pytest.importorskip('datasets')
+    monkeypatch.setenv('HF_DATASETS_OFFLINE', '1')
+    ids = ['n02/img_7', 'n01/img_3', 'n02/img_1', 'n01/img_9', 'x']  # rows not in id order
+    imgs = _parquet_dataset(tmp_path / 'hf', ids)
+    name, cache = f'hfds/{tmp_path / "hf"}', str(tmp_path / 'cache')
+    out = tmp_path / 'maps'
+    assert main(['annotate', '--model', 'test_resnet', '--pretrained-path', weights, '--dataset', name,
+                 '--data-dir', cache, '--output', str(out), '--img-size', '64', '--topk', '3', '--shard-size', '2',
+                 '--batch-size', '2', '--workers', '0', '--dtype', 'float32']) == 0
+    store = _store(out, tmp_path)
+    assert store.image_ids == sorted(ids) and len(list_shards(str(out))) == 3
+    from timm_multilabel.data import create_dataset, get_image_ids
+    assert set(get_image_ids(create_dataset(name, root=cache, split='train'))) == set(store.image_ids)
+    annotator = create_annotator('test_resnet', pretrained_path=weights, topk=3, img_size=64)
+    with torch.inference_mode():
+        scores, classes = annotator(torch.stack([annotator.transform(im.convert('RGB')) for im in imgs]))
+    for row, image_id in enumerate(ids):  # each map is its own row's image, whatever the row order
+        s, c = store[image_id]
+        assert torch.equal(c, classes[row]) and torch.allclose(s, scores[row], atol=1e-5)
+
+
+def test_hugging_face_dataset_with_a_repeated_id_is_refused_before_writing(weights, tmp_path, monkeypatch, capsys):
+    pytest.importorskip('datasets')
+    monkeypatch.setenv('HF_DATASETS_OFFLINE', '1')
+    _parquet_dataset(tmp_path / 'hf', ['a', 'b', 'a'])
+    out = tmp_path / 'maps'
+    assert main(['annotate', '--model', 'test_resnet', '--pretrained-path', weights, '--dataset',
+                 f'hfds/{tmp_path / "hf"}', '--data-dir', str(tmp_path / 'cache'), '--output', str(out),
+                 '--workers', '0']) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "rows 0 and 2 share the image id 'a'" in err and err.startswith('timm-multilabel annotate: error:')
+    assert not out.exists()
+
+
+def test_annotate_needs_a_folder_or_a_dataset(tmp_path, capsys):
+    assert main(['annotate', '--model', 'test_resnet', '--output', str(tmp_path / 'o')]) == 2
+    assert 'give --data-dir (a folder of images) or --dataset' in capsys.readouterr().err

@@ -134,6 +134,30 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, run):
 
 
 @pytest.mark.slow
+def test_mid_epoch_resume_matches_an_uninterrupted_run_with_any_workers(tmp_path, run):
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    argv = [*TINY, '--epochs', '2', '--mixup', '0.2', '--model-ema', '--model-ema-decay', '0.9', '--deterministic']
+    run(['train.py', *argv, '--output', full])  # --workers 0, checkpoints at epoch ends only
+    # 8 updates an epoch: last.pth.tar first appears 3 updates into epoch 0
+    part_argv = [*argv, '--workers', '2', '--checkpoint-every', '3']
+    _kill_after_first_checkpoint([*part_argv, '--output', part], part)
+    ckpt = torch.load(part / 'last.pth.tar', weights_only=True)
+    progress = ckpt['epoch_progress']
+    assert progress['batches'] % 3 == 0 and 0 < progress['batches'] < 8
+    assert ckpt['epoch'] == progress['epoch'] - 1  # timm's meaning: the last finished epoch
+    assert ckpt['num_updates'] == progress['epoch'] * 8 + progress['batches']
+    run(['train.py', *part_argv, '--output', part, '--resume', part])
+    a = json.loads((full / 'summary.json').read_text())
+    b = json.loads((part / 'summary.json').read_text())
+    assert a['metrics'] == b['metrics'] and a['num_updates'] == b['num_updates'] == 16
+    wa = torch.load(full / 'last.pth.tar', weights_only=True)
+    wb = torch.load(part / 'last.pth.tar', weights_only=True)
+    for key in ('state_dict', 'state_dict_ema'):
+        assert all(torch.equal(wa[key][k], wb[key][k]) for k in wa[key]), key
+    assert 'epoch_progress' not in wb  # the last checkpoint of a finished run is an epoch's
+
+
+@pytest.mark.slow
 def test_mile_resume_continues_the_generation(tmp_path, run):
     full, part = tmp_path / 'full', tmp_path / 'part'
     # 8 updates an epoch with kt=3, ks=2: the kill lands mid-generation, inside a student phase.

@@ -1,7 +1,9 @@
-"""``timm-multilabel annotate``: write top-K label maps for a folder of images with any timm model.
+"""``timm-multilabel annotate``: write top-K label maps for a folder of images, or a Hugging Face
+image dataset, with any timm model.
 
     timm-multilabel annotate --model tf_efficientnet_l2.ns_jft_in1k_475 --pretrained \\
         --data-dir /data/imagenet/train --output relabel-l2 --topk 5 --dtype float16
+    timm-multilabel annotate --model ... --dataset hfds/ORG/NAME --split train --output maps
 
 The images are listed recursively and sorted by image id (path without extension); shard s of
 the output holds images ``s * shard_size ...`` of that list. Shards are written atomically on a
@@ -17,7 +19,7 @@ import hashlib
 import logging
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -49,7 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--class-names', metavar='FILE', default=None,
                    help='text file, one class name per line (default: ImageNet names for ImageNet heads)')
     d = parser.add_argument_group('data and output')
-    d.add_argument('--data-dir', required=True, metavar='DIR', help='folder of images, any layout, searched recursively')
+    d.add_argument('--data-dir', default=None, metavar='DIR',
+                   help='folder of images, any layout, searched recursively; with --dataset, as train.py\'s '
+                        '--data-dir (the datasets cache folder for hfds/NAME)')
+    d.add_argument('--dataset', default='', metavar='NAME',
+                   help="'' (default): the images under --data-dir; else a dataset as train.py's --dataset, "
+                        "e.g. hfds/NAME for a Hugging Face image dataset (Hub id or local folder), keyed by "
+                        "the same image ids train.py uses (its image_id column, else id, else the row)")
+    d.add_argument('--split', default='train', metavar='NAME', help='split of --dataset (default train)')
     d.add_argument('--output', required=True, metavar='DIR', help='label-map dataset folder to write')
     d.add_argument('--limit', type=int, default=None, metavar='N', help='annotate only the first N images (by id)')
     d.add_argument('--shard-size', type=int, default=10000, metavar='N', help='maps per Parquet shard (default 10000)')
@@ -72,6 +81,8 @@ def _check_args(args) -> None:
         raise UserError('--workers must be >= 0')
     if args.limit is not None and args.limit < 1:
         raise UserError('--limit must be >= 1')
+    if not args.data_dir and not args.dataset:
+        raise UserError('give --data-dir (a folder of images) or --dataset (e.g. hfds/NAME)')
     if args.resume and args.overwrite:
         raise UserError('give either --resume or --overwrite, not both')
     if os.path.exists(args.output) and not os.path.isdir(args.output):
@@ -148,10 +159,31 @@ def _check_shard(path: str, expected_rows: int) -> None:
         raise UserError(f'shard {path} holds {rows} maps, {expected_rows} expected; delete it and run with --resume')
 
 
+def _dataset_listing(args) -> Tuple[List[str], 'torch.utils.data.Dataset']:
+    """Image ids of ``--dataset`` sorted, and the dataset in that order (items ``(PIL image, ...)``)."""
+    from torch.utils.data import IterableDataset, Subset
+    from timm_multilabel.data import create_dataset, get_image_ids
+
+    dataset = create_dataset(args.dataset, root=args.data_dir, split=args.split, is_training=False)
+    if isinstance(dataset, IterableDataset):
+        raise UserError(f'--dataset {args.dataset}: a streaming (iterable) dataset has no stable order to resume '
+                        f'by; use a map-style one (hfds/NAME, a folder)')
+    dataset.transform = None
+    ids = get_image_ids(dataset)
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    for a, b in zip(order, order[1:]):
+        if ids[a] == ids[b]:
+            raise UserError(f'--dataset {args.dataset}: rows {min(a, b)} and {max(a, b)} share the image id '
+                            f'{ids[a]!r}; label maps need one id per image')
+    if args.limit:
+        order = order[:args.limit]
+    return [ids[i] for i in order], Subset(dataset, order)
+
+
 def annotate_images(
         annotator,
         image_ids: Sequence[str],
-        paths: Sequence[str],
+        paths: Union[Sequence[str], 'torch.utils.data.Dataset'],
         output: str,
         shards: Sequence[int],
         num_shards: int,
@@ -163,10 +195,11 @@ def annotate_images(
         progress: bool = True,
 ) -> int:
     """Annotate the images of ``shards`` (indices into the sorted list) and write those shards;
-    returns the number of images annotated."""
-    from torch.utils.data import DataLoader
+    returns the number of images annotated. ``paths`` holds the image files in ``image_ids``
+    order, or is a dataset in that order whose items are ``(PIL image, ...)``."""
+    from torch.utils.data import DataLoader, Dataset, Subset
     from tqdm import tqdm
-    from .image_folder import ImageListDataset
+    from .image_folder import DatasetImages, ImageListDataset
 
     n = len(image_ids)
     segments = [(s, s * shard_size, min(n, (s + 1) * shard_size)) for s in shards]
@@ -174,8 +207,13 @@ def annotate_images(
     if not order:
         return 0
     device = device or next(annotator.parameters()).device
+    if isinstance(paths, Dataset):
+        source = DatasetImages(Subset(paths, order), annotator.transform, annotator.img_size,
+                               ids=[image_ids[i] for i in order])
+    else:
+        source = ImageListDataset([paths[i] for i in order], annotator.transform, annotator.img_size)
     loader = DataLoader(
-        ImageListDataset([paths[i] for i in order], annotator.transform, annotator.img_size),
+        source,
         batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == 'cuda',
         persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
     writer = ShardWriter(output, num_shards, dtype, annotator.num_classes)
@@ -220,11 +258,14 @@ def run(args) -> int:
     _check_args(args)
     annotator = create_annotator(args.model, pretrained=args.pretrained, pretrained_path=args.pretrained_path,
                                  topk=args.topk, img_size=args.img_size)
-    listing = list_images(args.data_dir)
-    if args.limit:
-        listing = listing[:args.limit]
-    image_ids = [i for i, _ in listing]
-    paths = [p for _, p in listing]
+    if args.dataset:
+        image_ids, paths = _dataset_listing(args)
+    else:
+        listing = list_images(args.data_dir)
+        if args.limit:
+            listing = listing[:args.limit]
+        image_ids = [i for i, _ in listing]
+        paths = [p for _, p in listing]
     class_names = _class_names(args.class_names, annotator.model, annotator.num_classes)
 
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -242,7 +283,9 @@ def run(args) -> int:
         'num_images': len(image_ids),
         'num_shards': num_shards,
         'ids_sha256': ids_fingerprint(image_ids),
-        'data_dir': os.path.abspath(args.data_dir),
+        'data_dir': os.path.abspath(args.data_dir) if args.data_dir else None,
+        'dataset': args.dataset or None,
+        'split': args.split if args.dataset else None,
     }
     if plan['weights'].startswith('random init'):
         _logger.warning('annotate: %s has no pretrained weights (give --pretrained or --pretrained-path); '

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from timm_multilabel.errors import UserError
 
-__all__ = ['IMAGE_EXTENSIONS', 'list_images', 'ImageListDataset']
+__all__ = ['IMAGE_EXTENSIONS', 'list_images', 'ImageListDataset', 'DatasetImages']
 
 
 def _extensions() -> Tuple[str, ...]:
@@ -78,6 +78,33 @@ class ImageListDataset(Dataset):
             return image, index, ''
         except Exception as e:  # noqa: BLE001 -- reported by the main process
             return torch.zeros(3, self.img_size, self.img_size), index, f'cannot read image {path}: {e}'
+
+
+class DatasetImages(Dataset):
+    """``dataset[i] -> (image tensor, i, error)`` for a dataset whose items are ``(PIL image, ...)``
+    (a timm ``ImageDataset`` without transform, e.g. ``hfds/NAME``), errors reported as by
+    :class:`ImageListDataset`."""
+
+    def __init__(self, dataset: Dataset, transform: Callable, img_size: int, ids: Optional[Sequence[str]] = None):
+        self.dataset = dataset
+        self.transform = transform
+        self.img_size = img_size
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+        try:
+            item = self.dataset[index]
+            image = item[0] if isinstance(item, (tuple, list)) else item
+            if not isinstance(image, Image.Image):
+                raise TypeError(f'expected a PIL image, got {type(image).__name__}')
+            return self.transform(image.convert('RGB')), index, ''
+        except Exception as e:  # noqa: BLE001 -- reported by the main process
+            name = f'image {self.ids[index]!r}' if self.ids is not None else f'sample {index}'
+            return torch.zeros(3, self.img_size, self.img_size), index, f'cannot read {name} of the dataset: {e}'
 
 
 def read_image(path: str, transform: Optional[Callable] = None):

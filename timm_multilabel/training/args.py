@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'the same machine, at some speed; CPU runs are deterministic without it')
     g.add_argument('--log-interval', type=int, default=50, metavar='N', help='batches between log lines')
     g.add_argument('--checkpoint-hist', type=int, default=10, metavar='N', help='number of checkpoints to keep')
+    g.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
+                   help='also write last.pth.tar every N optimizer updates inside an epoch, so --resume continues '
+                        'mid-epoch exactly (0: at epoch ends only)')
     g.add_argument('-j', '--workers', type=int, default=4, metavar='N', help='data loading processes per rank')
     g.add_argument('--amp', action='store_true', default=False, help='mixed precision (Accelerate autocast)')
     g.add_argument('--amp-dtype', default='float16', type=str, help='float16 or bfloat16 (bfloat16 on CPU)')
@@ -227,6 +230,8 @@ def check_args(args: argparse.Namespace) -> None:
     """Refuse flag combinations that cannot work, in one line, before any work is done."""
     if args.batch_size < 1:
         raise UserError(f'--batch-size {args.batch_size}: must be >= 1')
+    if args.checkpoint_every < 0:
+        raise UserError(f'--checkpoint-every {args.checkpoint_every}: must be >= 0 (0: at epoch ends only)')
     if args.grad_accum_steps < 1:
         raise UserError(f'--grad-accum-steps {args.grad_accum_steps}: must be >= 1')
     if args.epochs < 1:

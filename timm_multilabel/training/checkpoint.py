@@ -4,6 +4,8 @@ A checkpoint is a dict with timm's keys (``epoch``, ``arch``, ``state_dict``, ``
 ``state_dict_ema``, ``metric``, ``version``) plus what an exact resume needs: ``scheduler``,
 ``task_state`` (MILe phase, counters, teacher), ``rng`` (python, numpy, torch), ``num_updates``
 and ``args`` as a plain dict (never an argparse.Namespace, so ``weights_only`` loading works).
+A mid-epoch checkpoint (``--checkpoint-every``) also holds ``epoch_progress`` (batches done in the
+unfinished ``epoch``, its running loss and seconds).
 """
 from __future__ import annotations
 
@@ -147,6 +149,11 @@ class CheckpointKeeper:
         self.history.append((metric if metric is not None else float('nan'), epoch))
         self._prune()
         return is_best
+
+    def save_last(self, checkpoint: Dict[str, Any]) -> None:
+        """Write ``last.pth.tar`` alone (a mid-epoch checkpoint: no epoch file, no best)."""
+        checkpoint['keeper'] = self.state()
+        atomic_torch_save(checkpoint, self.output_dir / LAST)
 
     def _prune(self) -> None:
         def key(h):
