@@ -105,9 +105,6 @@ def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerato
     loss_count = int(progress.get('loss_count', 0))
     total = len(loader)
     if done:
-        if done >= total:
-            raise UserError(f'--resume: the checkpoint is {done} batches into epoch {epoch}, which has only {total} '
-                            f'batches with these flags (did --batch-size or the data change?)')
         loader = accelerator.skip_first_batches(loader, done)
     bar = tqdm(loader, desc=f'epoch {epoch}', disable=not accelerator.is_main_process, leave=False,
                dynamic_ncols=True, unit='batch', initial=done, total=total)
@@ -215,6 +212,10 @@ def run(args, args_text: str) -> Dict[str, Any]:
     dataset_eval = create_dataset(
         args.dataset, root=args.data_dir, split=args.val_split, is_training=False, seed=args.seed,
         num_samples=args.val_num_samples)
+    if isinstance(dataset_train, torch.utils.data.IterableDataset):
+        raise UserError(f'--dataset {args.dataset}: streaming datasets are not supported (train.py shuffles by '
+                        f'index, resumes mid-epoch and keys label maps by image id); use a map-style one such as '
+                        f'hfds/NAME or an image folder')
     num_classes = args.num_classes or get_num_classes(dataset_train)
     if not num_classes:
         raise UserError('cannot tell the number of classes of this dataset; pass --num-classes')
@@ -323,6 +324,10 @@ def run(args, args_text: str) -> Dict[str, Any]:
         start_epoch = ckpt['epoch'] + 1
         num_updates = ckpt.get('num_updates', start_epoch * updates_per_epoch)
         resume_progress = ckpt.get('epoch_progress')
+        if resume_progress is not None and resume_progress['batches'] >= len(loader_train):
+            raise UserError(f'--resume: the checkpoint is {resume_progress["batches"]} batches into epoch '
+                            f'{resume_progress["epoch"]}, which has only {len(loader_train)} batches with these flags '
+                            f'(did --batch-size or the data change?)')
         if resume_progress is not None and 'rng' in ckpt:
             resume_progress = {**resume_progress,
                                'rng': ckpt['rng'][min(accelerator.process_index, len(ckpt['rng']) - 1)]}

@@ -87,3 +87,29 @@ def test_annotate_resume_after_kill_9_gives_the_maps_of_an_uninterrupted_run(tmp
     gs, gc = got.get_batch(ref.image_ids)
     rs, rc = ref.get_batch(ref.image_ids)
     assert torch.equal(gc, rc) and torch.equal(gs, rs)
+
+
+def test_streaming_dataset_is_refused_before_training(tmp_path, run):
+    datasets = pytest.importorskip('datasets')
+    from PIL import Image
+    hf = datasets.Dataset.from_dict({'image': [Image.new('RGB', (8, 8))] * 4, 'label': [0, 1, 0, 1]},
+                                    features=datasets.Features({'image': datasets.Image(),
+                                                                'label': datasets.ClassLabel(names=['a', 'b'])}))
+    (tmp_path / 'hf' / 'data').mkdir(parents=True)
+    hf.to_parquet(str(tmp_path / 'hf' / 'data' / 'train-00000-of-00001.parquet'))
+    proc = run(['train.py', *TINY, '--dataset', f'hfids/{tmp_path / "hf"}', '--data-dir', tmp_path / 'cache',
+                '--num-classes', '2', '--output', tmp_path / 'out'], check=False, env={'HF_DATASETS_OFFLINE': '1'})
+    _one_line_error(proc, 'streaming datasets are not supported')
+    assert not (tmp_path / 'out').exists()
+
+
+def test_mid_epoch_checkpoint_longer_than_the_epoch_is_refused(tmp_path, run):
+    out = tmp_path / 'out'
+    run(['train.py', *TINY, '--output', out])  # 64 samples, batch 16: 4 batches an epoch
+    ckpt = torch.load(out / 'last.pth.tar', weights_only=True)
+    ckpt['epoch_progress'] = {'epoch': 1, 'batches': 10, 'loss_sum': 0.0, 'loss_count': 0, 'seconds': 0.0}
+    torch.save(ckpt, out / 'last.pth.tar')
+    before = sorted(p.name for p in out.iterdir())
+    proc = run(['train.py', *TINY, '--epochs', '2', '--output', out, '--resume', out], check=False)
+    _one_line_error(proc, 'the checkpoint is 10 batches into epoch 1, which has only 4 batches')
+    assert sorted(p.name for p in out.iterdir()) == before
