@@ -299,6 +299,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
     if args.mile:
         task = create_task('mile', model=model, criterion=criterion, num_classes=num_classes,
                            autocast=accelerator.autocast, device=accelerator.device, **mile_kwargs_from_args(args))
+        task.attach_optimizer(optimizer)  # --mile-student separate gives the student its own optimizer state
     else:
         task = ClassificationTask(model, criterion=criterion, device=accelerator.device, verbose=False)
     if args.model_ema:

@@ -395,12 +395,13 @@ def cli_parser():
 def test_cli_args_defaults_and_values():
     args = cli_parser().parse_args(['--mile'])
     check_mile_args(args)
-    assert mile_kwargs_from_args(args) == dict(kt=DEFAULT_KT, ks=DEFAULT_KS, rho=DEFAULT_RHO, keep_labels=False)
+    assert mile_kwargs_from_args(args) == dict(kt=DEFAULT_KT, ks=DEFAULT_KS, rho=DEFAULT_RHO, keep_labels=False,
+                                               student='continue')
     assert DEFAULT_KS <= DEFAULT_KT and 0 < DEFAULT_RHO < 1
     args = cli_parser().parse_args(['--mile', '--mile-kt', '60', '--mile-ks', '30', '--mile-rho', '0.1',
-                                    '--mile-keep-labels'])
+                                    '--mile-keep-labels', '--mile-student', 'separate'])
     check_mile_args(args)
-    assert mile_kwargs_from_args(args) == dict(kt=60, ks=30, rho=0.1, keep_labels=True)
+    assert mile_kwargs_from_args(args) == dict(kt=60, ks=30, rho=0.1, keep_labels=True, student='separate')
     check_mile_args(cli_parser().parse_args([]))  # no --mile, no --mile-* flags: fine
 
 
@@ -412,6 +413,7 @@ def test_cli_args_defaults_and_values():
     (['--mile', '--jsd-loss'], '--jsd-loss'),
     (['--mile', '--smoothing', '0.1'], 'smoothing'),
     (['--mile-kt', '5'], 'needs --mile'),
+    (['--mile-student', 'separate'], 'needs --mile'),
 ])
 def test_cli_bad_args_raise_user_error(argv, match):
     args = cli_parser().parse_args(argv)
@@ -461,3 +463,88 @@ def test_compile_covers_teacher():
         expected = (torch.sigmoid(model(x)) > DEFAULT_RHO).float()
     assert torch.equal(task(x, y)['target'], expected)
     assert task.get_checkpoint_state()['state_dict'].keys() == model.state_dict().keys()
+
+
+# ------------------------------------------------------------ student='separate' (Algorithm 1)
+
+def test_separate_student_returns_to_its_own_weights_and_optimizer_state():
+    task = MILeTask(mlp(), kt=2, ks=2, student='separate', verbose=False)
+    model = task.get_trainable_module()
+    opt = sgd(task)
+    task.attach_optimizer(opt)
+    data = batches(12)
+    # generation 0: the student is the initial network; the teacher trains a copy for kt updates
+    student0 = clone_state(model)
+    for x, y in data[:2]:
+        train_update(task, opt, x, y)
+        after = clone_state(model)
+        switched = task.step()
+    assert switched and task.phase == 'student'
+    assert states_equal(clone_state(task.teacher), after)  # the teacher took the kt updates
+    assert states_equal(clone_state(model), student0)  # the student did not
+    assert not states_equal(after, student0)
+    assert opt.state_dict()['state'] == {}  # the student had made no update yet: no momentum
+    # student phase: imitation only; then generation 1's teacher starts from the student
+    for x, y in data[2:4]:
+        train_update(task, opt, x, y)
+        task.step()
+    student1 = clone_state(model)
+    momentum1 = {k: v['momentum_buffer'].clone() for k, v in opt.state_dict()['state'].items()}
+    assert task.phase == 'teacher' and task.generation == 1
+    for x, y in data[4:6]:
+        train_update(task, opt, x, y)
+        task.step()
+    assert states_equal(clone_state(model), student1)
+    restored = opt.state_dict()['state']
+    assert all(torch.equal(restored[k]['momentum_buffer'], m) for k, m in momentum1.items())
+    assert opt.param_groups[0]['lr'] == 0.1  # learning rates are left to the scheduler
+
+
+def test_continue_student_starts_from_the_teacher():
+    task = MILeTask(mlp(), kt=2, ks=1, verbose=False)
+    opt = sgd(task)
+    for x, y in batches(2):
+        train_update(task, opt, x, y)
+        task.step()
+    assert task.phase == 'student'
+    assert states_equal(clone_state(task.get_trainable_module()), clone_state(task.teacher))
+
+
+def test_separate_student_resumes_inside_a_teacher_phase(tmp_path):
+    data = batches(10)
+
+    def run(task, opt, items):
+        for x, y in items:
+            train_update(task, opt, x, y)
+            task.step()
+
+    full = MILeTask(mlp(), kt=3, ks=2, student='separate', verbose=False)
+    full_opt = sgd(full)
+    full.attach_optimizer(full_opt)
+    run(full, full_opt, data)
+
+    part = MILeTask(mlp(), kt=3, ks=2, student='separate', verbose=False)
+    part_opt = sgd(part)
+    part.attach_optimizer(part_opt)
+    run(part, part_opt, data[:6])  # generation 1, one update into its teacher phase
+    assert part.phase == 'teacher' and part.updates_in_phase == 1
+    torch.save({'model': part.get_trainable_module().state_dict(), 'opt': part_opt.state_dict(),
+                'task': part.get_task_state()}, tmp_path / 'ckpt.pth')
+    ckpt = torch.load(tmp_path / 'ckpt.pth', weights_only=True)
+    assert 'student_weights' in ckpt['task'] and 'student_optimizer' in ckpt['task']
+    resumed = MILeTask(mlp(seed=9), kt=3, ks=2, student='separate', verbose=False)
+    resumed.get_trainable_module().load_state_dict(ckpt['model'])
+    resumed_opt = sgd(resumed)
+    resumed_opt.load_state_dict(ckpt['opt'])
+    resumed.attach_optimizer(resumed_opt)
+    resumed.load_task_state(ckpt['task'])
+    run(resumed, resumed_opt, data[6:])
+    assert states_equal(clone_state(resumed.get_trainable_module()), clone_state(full.get_trainable_module()))
+    with pytest.raises(UserError, match='student'):
+        MILeTask(mlp(), kt=3, ks=2, verbose=False).load_task_state(ckpt['task'])  # other --mile-student
+
+
+def test_bad_student_mode_is_refused():
+    with pytest.raises(UserError, match="student must be one of continue, separate, got 'both'"):
+        MILeTask(mlp(), kt=1, ks=1, student='both')
+

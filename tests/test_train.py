@@ -172,6 +172,23 @@ def test_mile_resume_continues_the_generation(tmp_path, run):
     assert a['metrics'] == b['metrics'] and a['mile'] == b['mile']
 
 
+@pytest.mark.slow
+def test_separate_student_resumes_inside_a_teacher_phase(tmp_path, run):
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    # kt=3, ks=2: updates 6-8 are generation 1's teacher phase; the first checkpoint is at update 7
+    argv = [*TINY, '--epochs', '2', '--mile', '--mile-kt', '3', '--mile-ks', '2', '--mile-student', 'separate',
+            '--checkpoint-every', '7', '--deterministic']
+    run(['train.py', *argv, '--output', full])
+    _kill_after_first_checkpoint([*argv, '--output', part], part)
+    ckpt = torch.load(part / 'last.pth.tar', weights_only=True)
+    state = ckpt['task_state']
+    assert state['phase'] == 'teacher' and state['updates_in_phase'] == 2 and 'student_weights' in state
+    run(['train.py', *argv, '--output', part, '--resume', part])
+    a = json.loads((full / 'summary.json').read_text())
+    b = json.loads((part / 'summary.json').read_text())
+    assert a['metrics'] == b['metrics'] and a['mile'] == b['mile'] and a['method']['student'] == 'separate'
+
+
 def test_unreadable_resume_checkpoint_is_named(tmp_path, run):
     bad = tmp_path / 'last.pth.tar'
     bad.write_bytes(b'not a checkpoint')

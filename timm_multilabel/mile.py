@@ -7,9 +7,19 @@ Label Ambiguity" (CVPR 2022), as a :class:`timm.task.TrainingTask`:
   targets (class indices become one-hot; dense ``[B, C]`` targets from Mixup/CutMix or
   LabelPooling are used as they are);
 * **switch**: a frozen copy of the model becomes the teacher;
-* **student phase** (``ks`` updates): the same model trains with BCE on the teacher's
+* **student phase** (``ks`` updates): the model trains with BCE on the teacher's
   pseudo-labels ``sigmoid(teacher(x)) > rho`` for the same augmented batch ``x``; then the
-  next teacher phase starts from the student's weights. The optimizer state carries on.
+  next teacher phase starts from the student's weights.
+
+Which weights the student starts from (``student=``):
+
+* ``'continue'`` (default, as the authors' code): the student is the same model continuing
+  from the teacher's weights; the optimizer state carries on.
+* ``'separate'`` (Algorithm 1 read literally): the student is its own network θS that never
+  takes the teacher's ``kt`` updates. The teacher phase trains a copy of θS; at the switch the
+  model goes back to θS (weights, buffers and, with :meth:`MILeTask.attach_optimizer`, the
+  optimizer state as they were when the teacher phase began) and imitates the teacher. Costs
+  one more copy of the weights (and of the optimizer state) during teacher phases.
 
 The training loop calls :meth:`MILeTask.step` once after every optimizer update (with gradient
 accumulation: once per update, not per micro-batch)::
@@ -59,6 +69,7 @@ __all__ = [
 TEACHER = 'teacher'
 STUDENT = 'student'
 PHASES = (TEACHER, STUDENT)
+STUDENT_MODES = ('continue', 'separate')
 
 # Defaults. The paper (Sec. 3, 4.4, Fig. 3) gives guidance, not one setting: keep kt much
 # smaller than the number of updates in an epoch (a teacher that trains long overfits the
@@ -128,6 +139,9 @@ class MILeTask(TrainingTask):
         rho: Pseudo-label threshold on the teacher's sigmoid probabilities, in (0, 1).
         keep_labels: OR the given label into the student target (the authors'
             ``iterative_groundtruth``); for dense targets the OR is an element-wise max.
+        student: ``'continue'`` (the student continues from the teacher's weights) or
+            ``'separate'`` (Algorithm 1 literally: the student returns to its own weights at
+            each switch); see the module docstring.
         num_classes: Expected number of logits, checked against the model output when given.
         criterion: Loss ``criterion(logits [B, C], dense target [B, C]) -> scalar``; default
             ``nn.BCEWithLogitsLoss()``. Targets always reach it dense (index targets are
@@ -151,6 +165,7 @@ class MILeTask(TrainingTask):
             ks: int,
             rho: float = DEFAULT_RHO,
             keep_labels: bool = False,
+            student: str = 'continue',
             num_classes: Optional[int] = None,
             criterion: Optional[Union[nn.Module, Callable]] = None,
             autocast: Optional[Callable[[], ContextManager]] = None,
@@ -163,6 +178,9 @@ class MILeTask(TrainingTask):
         self.ks = _check_count('ks', ks)
         self.rho = _check_rho(rho)
         self.keep_labels = bool(keep_labels)
+        if student not in STUDENT_MODES:
+            raise UserError(f"MILe student must be one of {', '.join(STUDENT_MODES)}, got {student!r}")
+        self.student = student
         if num_classes is not None:
             _check_count('num_classes', num_classes)
         self.num_classes = num_classes
@@ -181,11 +199,45 @@ class MILeTask(TrainingTask):
         self.updates = 0
         self._teacher = _TeacherSlot()
         self._compile_args: Optional[Dict[str, Any]] = None
+        # student='separate': the student's weights / optimizer state saved when a teacher phase
+        # begins (plain attributes, like the teacher: invisible to parameters() and state_dict())
+        self._optimizer: Optional[torch.optim.Optimizer] = None
+        self._student_weights: Optional[Dict[str, torch.Tensor]] = None
+        self._student_optimizer: Optional[Dict[str, Any]] = None
 
         if self.verbose:
             _logger.info(
                 f"MILeTask: kt={self.kt}, ks={self.ks}, rho={self.rho}, keep_labels={self.keep_labels}, "
-                f"criterion={type(self.criterion).__name__}")
+                f"student={self.student}, criterion={type(self.criterion).__name__}")
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """With ``student='separate'``: also give the student back its own optimizer state at each
+        switch (momentum / Adam moments of the student's updates, not the teacher's). The
+        learning rates stay those the scheduler set."""
+        self._optimizer = optimizer
+
+    # ------------------------------------------------------------------ separate student
+
+    @torch.no_grad()
+    def _save_student(self) -> None:
+        """Keep θS (and its optimizer state) before the teacher phase trains the model."""
+        model = unwrap_model(self.trainable_module)
+        self._student_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if self._optimizer is not None:
+            self._student_optimizer = copy.deepcopy(self._optimizer.state_dict()['state'])
+
+    @torch.no_grad()
+    def _restore_student(self) -> None:
+        """Put θS (and its optimizer state) back into the model after the teacher was copied."""
+        if self._student_weights is None:
+            raise RuntimeError('MILe: student weights were not saved at the start of the teacher phase')
+        unwrap_model(self.trainable_module).load_state_dict(self._student_weights)
+        if self._optimizer is not None and self._student_optimizer is not None:
+            current = self._optimizer.state_dict()
+            self._optimizer.load_state_dict({'state': self._student_optimizer,
+                                             'param_groups': current['param_groups']})
+        self._student_weights = None
+        self._student_optimizer = None
 
     # ----------------------------------------------------------------------------- teacher
 
@@ -240,6 +292,8 @@ class MILeTask(TrainingTask):
         self.updates_in_phase += 1
         if self.phase == TEACHER and self.updates_in_phase >= self.kt:
             self._copy_teacher()
+            if self.student == 'separate':
+                self._restore_student()
             self.phase = STUDENT
             self.updates_in_phase = 0
             _logger.debug(f"MILe: generation {self.generation} student phase at update {self.updates}")
@@ -263,6 +317,7 @@ class MILeTask(TrainingTask):
             'ks': self.ks,
             'rho': self.rho,
             'keep_labels': self.keep_labels,
+            'student': self.student,
         }
 
     # ----------------------------------------------------------------------------- targets
@@ -335,6 +390,8 @@ class MILeTask(TrainingTask):
             loss = self.criterion(output, pseudo)
             return {'loss': loss, 'output': output, 'target': pseudo}
 
+        if self.student == 'separate' and self._student_weights is None and torch.is_grad_enabled():
+            self._save_student()  # first forward of a teacher phase: before any of its updates
         output = self.trainable_module(input)
         dense, labeled = self._dense_target(target, output)
         if labeled is None:
@@ -383,9 +440,14 @@ class MILeTask(TrainingTask):
             'ks': self.ks,
             'rho': self.rho,
             'keep_labels': self.keep_labels,
+            'student': self.student,
         }
         if self.phase == STUDENT:
             state['teacher'] = self._ensure_teacher().state_dict()
+        elif self._student_weights is not None:
+            state['student_weights'] = self._student_weights
+            if self._student_optimizer is not None:
+                state['student_optimizer'] = self._student_optimizer
         return state
 
     def load_task_state(
@@ -412,7 +474,8 @@ class MILeTask(TrainingTask):
         if strict:
             mismatched = [
                 f"{k}={state[k]!r} (this run: {getattr(self, k)!r})"
-                for k in ('kt', 'ks', 'rho', 'keep_labels') if k in state and state[k] != getattr(self, k)]
+                for k in ('kt', 'ks', 'rho', 'keep_labels', 'student')
+                if k in state and state[k] != getattr(self, k)]
             if mismatched:
                 raise UserError(f"MILe checkpoint was trained with {', '.join(mismatched)}; "
                                 f"use the same --mile-* settings to resume")
@@ -423,6 +486,15 @@ class MILeTask(TrainingTask):
             teacher = self._ensure_teacher()
             teacher.load_state_dict(state['teacher'], strict=strict)
             teacher.eval()
+        self._student_weights = None
+        self._student_optimizer = None
+        if phase == TEACHER and self.student == 'separate' and int(state.get('updates_in_phase', 0)) > 0:
+            if 'student_weights' not in state:
+                raise UserError("MILe checkpoint is inside a teacher phase of --mile-student separate but has "
+                                "no 'student_weights'")
+            self._student_weights = {k: v.clone() for k, v in state['student_weights'].items()}
+            if state.get('student_optimizer') is not None:
+                self._student_optimizer = copy.deepcopy(state['student_optimizer'])
         self.phase = phase
         self.updates_in_phase = int(state.get('updates_in_phase', 0))
         self.generation = int(state.get('generation', 0))
@@ -436,16 +508,18 @@ def create_mile_task(
         ks: int = DEFAULT_KS,
         rho: float = DEFAULT_RHO,
         keep_labels: bool = False,
+        student: str = 'continue',
         **kwargs,
 ) -> MILeTask:
     """Registry factory: ``create_task('mile', model=model, kt=..., ks=..., rho=..., **kwargs)``."""
-    return MILeTask(model, kt=kt, ks=ks, rho=rho, keep_labels=keep_labels, **kwargs)
+    return MILeTask(model, kt=kt, ks=ks, rho=rho, keep_labels=keep_labels, student=student, **kwargs)
 
 
 # ----------------------------------------------------------------------------- CLI glue
 
 # flag dest -> default value that does not count as "given" (a parser may default rho to DEFAULT_RHO)
-_MILE_FLAG_DEFAULTS = {'mile_kt': DEFAULT_KT, 'mile_ks': DEFAULT_KS, 'mile_rho': DEFAULT_RHO, 'mile_keep_labels': False}
+_MILE_FLAG_DEFAULTS = {'mile_kt': DEFAULT_KT, 'mile_ks': DEFAULT_KS, 'mile_rho': DEFAULT_RHO, 'mile_keep_labels': False,
+                       'mile_student': 'continue'}
 
 
 def add_mile_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -465,6 +539,10 @@ def add_mile_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
                        help=f'pseudo-label threshold on teacher sigmoid probabilities (default: {DEFAULT_RHO})')
     group.add_argument('--mile-keep-labels', action='store_true', default=False,
                        help="OR the given label into the student's pseudo-labels")
+    group.add_argument('--mile-student', choices=STUDENT_MODES, default=None,
+                       help="continue (default, the authors' code): the student continues from the teacher's "
+                            "weights; separate (Algorithm 1 literally): the student keeps its own weights and "
+                            "optimizer state, and only imitates the teacher")
     return group
 
 
@@ -516,4 +594,5 @@ def mile_kwargs_from_args(args: argparse.Namespace) -> Dict[str, Any]:
         ks=DEFAULT_KS if getattr(args, 'mile_ks', None) is None else args.mile_ks,
         rho=DEFAULT_RHO if getattr(args, 'mile_rho', None) is None else args.mile_rho,
         keep_labels=bool(getattr(args, 'mile_keep_labels', False)),
+        student=getattr(args, 'mile_student', None) or 'continue',
     )
