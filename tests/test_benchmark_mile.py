@@ -31,13 +31,13 @@ def test_quick_json_is_consistent(run, repo_root, tmp_path):
     cfg = result['config']
     assert cfg['quick'] is True and cfg['seed'] == 3
     updates = cfg['epochs'] * (cfg['train_num_samples'] // cfg['batch_size'])
-    for method in ('softmax', 'sigmoid', 'mile'):
+    for method in ('softmax', 'sigmoid', 'mile', 'mile-separate'):
         row = result[method]
         assert set(METRIC_KEYS) | {'train_seconds'} <= set(row), method
         for key in ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'mAP'):
             assert 0.0 <= row[key] <= 100.0, (method, key, row[key])
         assert 1.0 <= row['label_coverage@0.25'] <= NUM_CLASSES
-        assert row['num_updates'] == updates, method  # same number of optimizer updates for all three
+        assert row['num_updates'] == updates, method  # same number of optimizer updates for all four
         assert row['eval_samples'] == cfg['val_num_samples']
         assert len(row['epoch_seconds']) == cfg['epochs']
         assert row['train_seconds'] == pytest.approx(sum(row['epoch_seconds']), rel=1e-3, abs=1e-3)
@@ -95,6 +95,8 @@ def test_quick_json_is_consistent(run, repo_root, tmp_path):
     assert refs['center_digit']['real_f1@0.25'] >= 100.0 * 2 / (1 + m) - 1e-6
 
     assert result['paper']['mile'] == {'real_f1@0.25': 41.35, 'real_f1@0.5': 34.32}
+    flags = result['config']['train_py_flags']
+    assert flags['mile-separate'] == flags['mile'] + ['--mile-student', 'separate']
     assert '41.35' in proc.stdout and 'overhead' in proc.stdout
     assert all(math.isfinite(result[k]) for k in ('overhead', 'overhead_wall', 'overhead_wall_min_epoch'))
 
@@ -102,7 +104,7 @@ def test_quick_json_is_consistent(run, repo_root, tmp_path):
     again = tmp_path / 'again.json'
     run(['benchmarks/mile_digits.py', '--quick', '--seed', '3', '--json', again, '--runs-dir', runs, '--reuse'])
     second = json.loads(again.read_text())
-    for method in ('softmax', 'sigmoid', 'mile'):
+    for method in ('softmax', 'sigmoid', 'mile', 'mile-separate'):
         assert second[method]['reused'] is True
         assert {k: second[method][k] for k in METRIC_KEYS} == {k: result[method][k] for k in METRIC_KEYS}
         assert second[method]['train_cpu_seconds'] == result[method]['train_cpu_seconds']
