@@ -354,6 +354,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
     probs_kind = 'sigmoid' if sigmoid_model else 'softmax'
     train_seconds = sum(r.get('epoch_seconds', 0.0) for r in history)
     eval_metrics: Dict[str, Any] = history[-1] if history else {}
+
     def checkpoint_state(epoch: int, metric: Optional[float]) -> Dict[str, Any]:
         """timm's checkpoint keys plus what an exact resume needs (collective: every rank calls it)."""
         gathered_rng = accelerator.gather_for_metrics([rng_state()], use_gather_object=True) \
