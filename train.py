@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from timm_multilabel import UserError, create_loss, create_target_transform, create_task
 from timm_multilabel.data import create_dataset, get_class_names, get_num_classes, get_real_labels
 from timm_multilabel.data.seeded import SeededSamples
+from timm_multilabel.logs import setup_logging
 from timm_multilabel.training.args import check_args, parse_args
 from timm_multilabel.training.checkpoint import (
     CheckpointKeeper, load_checkpoint_file, resolve_resume_path, rng_state, set_rng_state)
@@ -160,7 +161,7 @@ def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerato
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Run training; returns the summary dict written to ``summary.json``."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    setup_logging()
     try:
         args, args_text = parse_args(argv)
         return run(args, args_text)
@@ -202,7 +203,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
     )
     is_main = accelerator.is_main_process
     if not is_main:
-        logging.getLogger().setLevel(logging.WARNING)
+        setup_logging(verbose=False)
     set_seed(args.seed)
 
     # ---- data ----

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from typing import Dict, List, Optional, Tuple
 
 from .errors import UserError
+from .logs import setup_logging
 
 # name -> (module, one-line help); modules are imported only when their command runs.
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
@@ -56,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    setup_logging()
     if getattr(args, '_unavailable', False):
         print(f'timm-multilabel {args.command}: not available in this version', file=sys.stderr)
         return 2
