@@ -103,7 +103,84 @@ def _render_cells(images: np.ndarray, cell_size: int) -> np.ndarray:
     return np.ascontiguousarray(scaled[:, pos][:, :, pos])
 
 
-class DigitsGrid(torch.utils.data.Dataset):
+class _DigitCanvases(torch.utils.data.Dataset):
+    """What the digit data sets share: a ``grid x grid`` canvas of ``cell_size`` px cells per
+    sample, a single int label, string image ids, PNG export. Subclasses set ``labels``,
+    ``image_ids``, ``grid``, ``cell_size``, ``transform``, ``target_transform`` and implement
+    :meth:`image_array`."""
+    num_classes: int = 10
+    class_names: List[str] = [str(d) for d in range(10)]
+
+    def image_array(self, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        img = Image.fromarray(self.image_array(index))
+        target = int(self.labels[index])
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square image in pixels."""
+        return self.grid * self.cell_size
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Alias of ``labels`` (torchvision's name)."""
+        return self.labels
+
+    def image_id(self, index: int) -> str:
+        """Stable id of sample ``index``: ``'<split>/<index:06d>'`` (label maps are keyed by it)."""
+        return self.image_ids[index]
+
+    def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
+        """``image_id + '.png'`` (timm's ``filename`` signature; there is no file on disk)."""
+        name = self.image_ids[index] + '.png'
+        return os.path.basename(name) if basename else name
+
+    def cell_box(self, row: int, col: int) -> Tuple[float, float, float, float]:
+        """Normalized box ``(x1, y1, x2, y2)`` of cell (row, col) in the whole image."""
+        g = self.grid
+        return col / g, row / g, (col + 1) / g, (row + 1) / g
+
+    def export_image_folder(self, root: str, indices: Optional[Sequence[int]] = None) -> List[str]:
+        """Write sample images as PNG files ``root/<image_id>.png`` (atomic writes); return their paths.
+
+        A folder annotator keying images by path relative to ``root`` without extension thus gets
+        exactly ``image_id(i)``.
+        """
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise UserError(f'{root}: exists and is not a directory')
+        indices = range(len(self)) if indices is None else [int(i) for i in indices]
+        paths = []
+        for i in indices:
+            if not 0 <= i < len(self):
+                raise UserError(f'export_image_folder: index {i} out of range [0, {len(self)})')
+        for i in indices:
+            path = os.path.join(root, *self.image_ids[i].split('/')) + '.png'
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix='.png.tmp', dir=folder)
+            try:
+                with os.fdopen(fd, 'wb') as f:
+                    Image.fromarray(self.image_array(i)).save(f, format='PNG')
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            paths.append(path)
+        return paths
+
+
+class DigitsGrid(_DigitCanvases):
     """Grids of scikit-learn digits with a single (noisy) label and a multi-label ground truth.
 
     Args:
@@ -122,8 +199,6 @@ class DigitsGrid(torch.utils.data.Dataset):
 
     Sample ``i``: ``(image, label)``; image RGB PIL [S, S], label int in 0..9.
     """
-    num_classes: int = 10
-    class_names: List[str] = [str(d) for d in range(10)]
 
     def __init__(
             self,
@@ -202,31 +277,9 @@ class DigitsGrid(torch.utils.data.Dataset):
         probs[cells // 2] = float(center_prob)
         return probs.reshape(grid, grid)
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        img = Image.fromarray(self.image_array(index))
-        target = int(self.labels[index])
-        if self.transform is not None:
-            img = self.transform(img)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return img, target
-
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(split={self.split!r}, num_samples={len(self)}, seed={self.seed}, '
                 f'grid={self.grid}, cell_size={self.cell_size})')
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square image in pixels."""
-        return self.grid * self.cell_size
-
-    @property
-    def targets(self) -> np.ndarray:
-        """Alias of ``labels`` (torchvision's name)."""
-        return self.labels
 
     def image_array(self, index: int) -> np.ndarray:
         """The grid image as uint8 [S, S, 3] (row 0 = top)."""
@@ -234,15 +287,6 @@ class DigitsGrid(torch.utils.data.Dataset):
         cells = self._cells[self.source_indices[index]]  # [g, g, s, s]
         gray = cells.transpose(0, 2, 1, 3).reshape(g * s, g * s)
         return np.repeat(gray[:, :, None], 3, axis=2)
-
-    def image_id(self, index: int) -> str:
-        """Stable id of sample ``index``: ``'<split>/<index:06d>'`` (label maps are keyed by it)."""
-        return self.image_ids[index]
-
-    def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
-        """``image_id + '.png'`` (timm's ``filename`` signature; there is no file on disk)."""
-        name = self.image_ids[index] + '.png'
-        return os.path.basename(name) if basename else name
 
     def cell_digits(self, index: int) -> np.ndarray:
         """Digit (0..9) at each cell of sample ``index``: int [grid, grid], [r, c], row 0 = top."""
@@ -252,37 +296,3 @@ class DigitsGrid(torch.utils.data.Dataset):
         """(row, col) of the cell whose digit is the single label of sample ``index``."""
         r, c = self._label_pos[index]
         return int(r), int(c)
-
-    def cell_box(self, row: int, col: int) -> Tuple[float, float, float, float]:
-        """Normalized box ``(x1, y1, x2, y2)`` of cell (row, col) in the whole image."""
-        g = self.grid
-        return col / g, row / g, (col + 1) / g, (row + 1) / g
-
-    def export_image_folder(self, root: str, indices: Optional[Sequence[int]] = None) -> List[str]:
-        """Write sample images as PNG files ``root/<image_id>.png`` (atomic writes); return their paths.
-
-        A folder annotator keying images by path relative to ``root`` without extension thus gets
-        exactly ``image_id(i)``.
-        """
-        if os.path.exists(root) and not os.path.isdir(root):
-            raise UserError(f'{root}: exists and is not a directory')
-        indices = range(len(self)) if indices is None else [int(i) for i in indices]
-        paths = []
-        for i in indices:
-            if not 0 <= i < len(self):
-                raise UserError(f'export_image_folder: index {i} out of range [0, {len(self)})')
-        for i in indices:
-            path = os.path.join(root, *self.image_ids[i].split('/')) + '.png'
-            folder = os.path.dirname(path)
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix='.png.tmp', dir=folder)
-            try:
-                with os.fdopen(fd, 'wb') as f:
-                    Image.fromarray(self.image_array(i)).save(f, format='PNG')
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-            paths.append(path)
-        return paths

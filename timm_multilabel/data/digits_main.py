@@ -31,16 +31,12 @@ normalized box ``(c / grid, r / grid, (c + 1) / grid, (r + 1) / grid)`` (``cell_
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
-import torch.utils.data
-from PIL import Image
 
 from ..errors import UserError
-from .digits_grid import _render_cells, load_source_digits, source_split_indices
+from .digits_grid import _DigitCanvases, _render_cells, load_source_digits, source_split_indices
 
 __all__ = ['DigitsMain', 'DEFAULT_NUM_SAMPLES']
 
@@ -50,7 +46,7 @@ EMPTY = -1
 MAIN_STYLES = ('big', 'cluster')
 
 
-class DigitsMain(torch.utils.data.Dataset):
+class DigitsMain(_DigitCanvases):
     """Canvases of one large main digit (the label) among small distractor digits.
 
     Args:
@@ -70,8 +66,6 @@ class DigitsMain(torch.utils.data.Dataset):
 
     Sample ``i``: ``(image, label)``; image RGB PIL [S, S] (white ink on black), label int 0..9.
     """
-    num_classes: int = 10
-    class_names: List[str] = [str(d) for d in range(10)]
 
     def __init__(
             self,
@@ -174,32 +168,10 @@ class DigitsMain(torch.utils.data.Dataset):
         if main_style == 'big':
             self._big = _render_cells(images, self.cell_size * m)  # uint8 [1797, m*cell, m*cell]
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        img = Image.fromarray(self.image_array(index))
-        target = int(self.labels[index])
-        if self.transform is not None:
-            img = self.transform(img)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return img, target
-
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(split={self.split!r}, num_samples={len(self)}, seed={self.seed}, '
                 f'grid={self.grid}, main_cells={self.main_cells}, cell_size={self.cell_size}, '
                 f'distractor_prob={self.distractor_prob}, main_style={self.main_style!r}, distinct={self.distinct})')
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square image in pixels."""
-        return self.grid * self.cell_size
-
-    @property
-    def targets(self) -> np.ndarray:
-        """Alias of ``labels`` (torchvision's name)."""
-        return self.labels
 
     def image_array(self, index: int) -> np.ndarray:
         """The canvas as uint8 [S, S, 3] (row 0 = top)."""
@@ -213,15 +185,6 @@ class DigitsMain(torch.utils.data.Dataset):
             main = self._small[self.main_cluster_source[index]].transpose(0, 2, 1, 3).reshape(m * s, m * s)
         gray[r * s:(r + m) * s, c * s:(c + m) * s] = main
         return np.repeat(gray[:, :, None], 3, axis=2)
-
-    def image_id(self, index: int) -> str:
-        """Stable id of sample ``index``: ``'<split>/<index:06d>'`` (label maps are keyed by it)."""
-        return self.image_ids[index]
-
-    def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
-        """``image_id + '.png'`` (timm's ``filename`` signature; there is no file on disk)."""
-        name = self.image_ids[index] + '.png'
-        return os.path.basename(name) if basename else name
 
     def cell_digits(self, index: int) -> np.ndarray:
         """Digit at each cell, int [grid, grid] ([r, c], row 0 = top): the main digit over its
@@ -238,33 +201,3 @@ class DigitsMain(torch.utils.data.Dataset):
         r, c = self.main_position(index)
         g, m = self.grid, self.main_cells
         return c / g, r / g, (c + m) / g, (r + m) / g
-
-    def cell_box(self, row: int, col: int) -> Tuple[float, float, float, float]:
-        """Normalized box ``(x1, y1, x2, y2)`` of cell (row, col) in the whole image."""
-        g = self.grid
-        return col / g, row / g, (col + 1) / g, (row + 1) / g
-
-    def export_image_folder(self, root: str, indices: Optional[Sequence[int]] = None) -> List[str]:
-        """Write canvases as PNG files ``root/<image_id>.png`` (atomic writes); return their paths."""
-        if os.path.exists(root) and not os.path.isdir(root):
-            raise UserError(f'{root}: exists and is not a directory')
-        indices = range(len(self)) if indices is None else [int(i) for i in indices]
-        for i in indices:
-            if not 0 <= i < len(self):
-                raise UserError(f'export_image_folder: index {i} out of range [0, {len(self)})')
-        paths = []
-        for i in indices:
-            path = os.path.join(root, *self.image_ids[i].split('/')) + '.png'
-            folder = os.path.dirname(path)
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix='.png.tmp', dir=folder)
-            try:
-                with os.fdopen(fd, 'wb') as f:
-                    Image.fromarray(self.image_array(i)).save(f, format='PNG')
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-            paths.append(path)
-        return paths
