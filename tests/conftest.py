@@ -1,7 +1,10 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -32,5 +35,31 @@ def run():
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Torch ops on one thread for the test (exact, repeatable timings of small models), restored after."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def repo_root():
     return ROOT
+
+
+def kill_when(args, ready: Callable[[], bool], env=None, timeout=300, what='the run'):
+    """Start ``python *args`` in its own process group and SIGKILL the whole group (launcher, ranks,
+    DataLoader workers) as soon as ``ready()`` is true; fails if the process ends first."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=full_env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f'{what} ended before it could be killed'
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+

@@ -8,12 +8,7 @@ from timm_multilabel.errors import UserError
 from timm_multilabel.relabel.annotate import LabelMapAnnotator, create_annotator, load_weights_file
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.mark.parametrize('name', ['test_resnet', 'test_efficientnet'])

@@ -40,12 +40,8 @@ def weights(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
+def _env(tmp_path, monkeypatch, one_torch_thread):
     monkeypatch.setenv('HF_DATASETS_CACHE', str(tmp_path / 'hf_cache'))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _args(image_dir, weights, out, *extra):

@@ -14,12 +14,7 @@ from timm_multilabel.relabel.pooling import label_pool
 from timm_multilabel.relabel.store import load_label_maps
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _asymmetric_index(ds):

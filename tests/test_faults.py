@@ -2,15 +2,11 @@
 with nothing half-written (the README's table; other rows are tested beside their modules)."""
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import kill_when
 
 TINY = ['--model', 'test_resnet', '--train-num-samples', '64', '--val-num-samples', '32', '-b', '16',
         '--workers', '0', '--epochs', '1']
@@ -67,16 +63,8 @@ def test_annotate_resume_after_kill_9_gives_the_maps_of_an_uninterrupted_run(tmp
     run([*argv, '--output', tmp_path / 'ref'])
 
     out = tmp_path / 'maps'
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.Popen([sys.executable, *map(str, argv), '--output', str(out)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while len(list((out / 'data').glob('train-*.parquet'))) < 2:
-        assert proc.poll() is None, 'annotate finished before it could be killed'
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when([*argv, '--output', out], lambda: len(list((out / 'data').glob('train-*.parquet'))) >= 2,
+              env={'OMP_NUM_THREADS': '1'}, what='annotate')
     done = len(list((out / 'data').glob('train-*.parquet')))
     assert 2 <= done < 6
     run([*argv, '--output', out, '--resume'])

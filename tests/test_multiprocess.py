@@ -1,8 +1,5 @@
 """train.py under `accelerate launch` with 2 CPU processes (gloo): sharded training, exact evaluation."""
 import json
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -58,30 +55,17 @@ def test_annotate_under_two_processes_writes_one_dataset(tmp_path, run):
 
 
 def test_two_processes_resume_mid_epoch_exactly(tmp_path, run):
-    import os
-    import signal
-    import subprocess
-    import time
-
     import torch
 
-    from conftest import ROOT
+    from conftest import kill_when
     flags = ['train.py', '--model', 'test_resnet', '--train-num-samples', '200', '--val-num-samples', '64',
              '-b', '16', '--workers', '0', '--epochs', '2', '--mixup', '0.2', '--checkpoint-every', '2']
     full, part = tmp_path / 'full', tmp_path / 'part'
     accelerate_launch(run, [*flags, '--output', full])
     # start the same run, kill the whole launch (both ranks) at its first mid-epoch checkpoint
-    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
-           '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port',
-           '29518', *flags, '--output', str(part)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1'), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (part / 'last.pth.tar').exists():
-        assert proc.poll() is None and time.time() < deadline, 'the run ended before its first checkpoint'
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(['-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+               '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', '29518', *flags,
+               '--output', part], lambda: (part / 'last.pth.tar').exists(), env={'OMP_NUM_THREADS': '1'})
     ckpt = torch.load(part / 'last.pth.tar', weights_only=True)
     assert ckpt['epoch_progress']['batches'] in (2, 4) and len(ckpt['rng']) == 2  # one RNG state per rank
     accelerate_launch(run, [*flags, '--output', part, '--resume', part])

@@ -1,16 +1,11 @@
 """train.py end to end: a tiny run's outputs, YAML configs, resume, and refused arguments."""
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from conftest import kill_when
 
 TINY = ['--model', 'test_resnet', '--train-num-samples', '256', '--val-num-samples', '128', '-b', '32',
         '--workers', '0', '--seed', '3']
@@ -101,17 +96,8 @@ def test_unknown_yaml_key_is_refused(tmp_path, run):
 
 
 def _kill_after_first_checkpoint(argv, out, timeout=300):
-    """Start train.py, SIGKILL it as soon as its first epoch checkpoint is on disk."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    proc = subprocess.Popen([sys.executable, 'train.py', *map(str, argv)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + timeout
-    while not (out / 'last.pth.tar').exists():
-        assert proc.poll() is None, 'train.py ended before its first checkpoint'
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    """Start train.py, SIGKILL it as soon as its first checkpoint is on disk."""
+    kill_when(['train.py', *argv], lambda: (out / 'last.pth.tar').exists(), timeout=timeout, what='train.py')
 
 
 @pytest.mark.slow
