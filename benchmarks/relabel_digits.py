@@ -90,13 +90,10 @@ CONFIG: Dict[str, Any] = dict(
     oracle=dict(logit=16.0, topk=5, dtype='float16'),
 )
 QUICK_CONFIG: Dict[str, Any] = dict(
+    CONFIG,
     data=dict(train_num_samples=128, val_num_samples=64),
-    student=dict(model='test_resnet', img_size=32, batch_size=32, epochs=1, lr=2e-3, weight_decay=0.05,
-                 warmup_epochs=0, scale=(0.08, 1.0), ratio=(0.75, 1.3333), cutmix=1.0),
-    annotator=dict(model_name='test_resnet', img_size=32, epochs=1, context=3, digit_size=(0.85, 1.05),
-                   overhang=0.05, blank_prob=0.25, logit_scale=2.5),
-    annotate=dict(img_size=128, topk=5, dtype='float16'),
-    oracle=dict(logit=16.0, topk=5, dtype='float16'),
+    student=dict(CONFIG['student'], batch_size=32, epochs=1, warmup_epochs=0),
+    annotator=dict(CONFIG['annotator'], epochs=1),
 )
 
 
