@@ -330,13 +330,13 @@ def run(args, args_text: str) -> Dict[str, Any]:
             raise UserError(f'--resume: the checkpoint is {resume_progress["batches"]} batches into epoch '
                             f'{resume_progress["epoch"]}, which has only {len(loader_train)} batches with these flags '
                             f'(did --batch-size or the data change?)')
-        if resume_progress is not None and 'rng' in ckpt:
-            resume_progress = {**resume_progress,
-                               'rng': ckpt['rng'][min(accelerator.process_index, len(ckpt['rng']) - 1)]}
+        rank_rng = ckpt['rng'][min(accelerator.process_index, len(ckpt['rng']) - 1)] if 'rng' in ckpt else None
+        if resume_progress is not None and rank_rng is not None:
+            resume_progress = {**resume_progress, 'rng': rank_rng}
         history = list(ckpt.get('history', []))
         keeper.load_state(ckpt.get('keeper'))
-        if 'rng' in ckpt:
-            set_rng_state(ckpt['rng'][min(accelerator.process_index, len(ckpt['rng']) - 1)])
+        if rank_rng is not None:
+            set_rng_state(rank_rng)
         _logger.info(f'resumed from {resume_path} at epoch {start_epoch}'
                      + (f', batch {resume_progress["batches"]}' if resume_progress else ''))
     if args.start_epoch is not None:
