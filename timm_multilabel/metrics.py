@@ -30,13 +30,27 @@ from .errors import UserError
 __all__ = [
     'RealLabels', 'real_labels_to_mask', 'predicted_label_set',
     'real_accuracy', 'real_f1', 'label_coverage', 'mean_average_precision',
-    'compute_multilabel_metrics', 'METRIC_KEYS',
+    'compute_multilabel_metrics', 'METRIC_KEYS', 'METRIC_NAMES', 'METRIC_TITLES',
 ]
 
 RealLabels = Union[Sequence[Sequence[int]], torch.Tensor]
 
 # Keys of compute_multilabel_metrics, in the order train.py logs them.
 METRIC_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP')
+# Their names in model cards and `timm-multilabel eval`.
+METRIC_NAMES = {
+    'top1': 'Top-1 accuracy',
+    'real_acc': 'ReaL accuracy',
+    'real_f1@0.25': 'ReaL F1 @ 0.25',
+    'real_f1@0.5': 'ReaL F1 @ 0.5',
+    'label_coverage@0.25': 'Label coverage @ 0.25',
+    'mAP': 'mAP',
+}
+# Their titles, with units, in train.py's results table and training curves.
+METRIC_TITLES = {
+    'top1': 'top-1 (%)', 'real_acc': 'ReaL acc (%)', 'real_f1@0.25': 'ReaL-F1@0.25 (%)',
+    'real_f1@0.5': 'ReaL-F1@0.5 (%)', 'label_coverage@0.25': 'coverage@0.25', 'mAP': 'mAP (%)',
+}
 
 # Elements per chunk in mean_average_precision (bounds its working memory).
 _AP_CHUNK_ELEMS = 1 << 24

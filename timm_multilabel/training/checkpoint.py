@@ -9,35 +9,24 @@ unfinished ``epoch``, its running loss and seconds).
 """
 from __future__ import annotations
 
-import argparse
-import os
 import random
-import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..checkpoint_files import BEST, LAST, RESUME_PREFER, load_checkpoint_file, resolve_checkpoint_path
+from ..fileio import atomic_copy, atomic_torch_save
 
-LAST = 'last.pth.tar'
-BEST = 'model_best.pth.tar'
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Save to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+__all__ = [
+    'LAST', 'BEST', 'atomic_torch_save', 'load_checkpoint_file', 'resolve_resume_path', 'rng_state',
+    'set_rng_state', 'CheckpointKeeper',
+]
 
 
 def rng_state() -> Dict[str, Any]:
+    """The python, numpy, torch and CUDA random states, in types ``weights_only`` loading accepts."""
     return {
         'python': random.getstate(),
         'numpy': _numpy_state_to_plain(np.random.get_state()),
@@ -47,6 +36,7 @@ def rng_state() -> Dict[str, Any]:
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (also after a ``torch.save``/``weights_only`` round trip)."""
     random.setstate(_to_python_state(state['python']))
     np.random.set_state(_numpy_state_from_plain(state['numpy']))
     torch.set_rng_state(state['torch'])
@@ -72,37 +62,10 @@ def _to_python_state(state):
     return version, tuple(internal), gauss
 
 
-def load_checkpoint_file(path: Path) -> Dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a file that fails is named in a UserError.
-
-    timm's own train.py stores ``args`` as an argparse.Namespace: that one class is allowed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f'checkpoint {path}: no such file')
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise UserError(f'checkpoint {path}: cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})')
-    if not isinstance(ckpt, dict):
-        raise UserError(f'checkpoint {path}: expected a dict, found {type(ckpt).__name__}')
-    return ckpt
-
-
-def resolve_resume_path(resume: str) -> Path:
-    """``--resume`` takes a checkpoint file or a run folder (its ``last.pth.tar``)."""
-    path = Path(resume)
-    if path.is_dir():
-        if (path / LAST).is_file():
-            return path / LAST
-        ckpts = sorted(path.glob('checkpoint-*.pth.tar'), key=lambda p: int(p.stem.split('-')[1].split('.')[0]))
-        if not ckpts:
-            raise UserError(f'--resume {resume}: the folder holds no checkpoint ({LAST} or checkpoint-N.pth.tar)')
-        return ckpts[-1]
-    if not path.exists():
-        raise UserError(f'--resume {resume}: no such file or folder')
-    return path
+def resolve_resume_path(resume: Union[str, Path]) -> Path:
+    """``--resume`` takes a checkpoint file or a run folder (its ``last.pth.tar``, else the newest
+    ``checkpoint-N.pth.tar``)."""
+    return resolve_checkpoint_path(resume, RESUME_PREFER, '--resume')
 
 
 class CheckpointKeeper:
@@ -139,13 +102,9 @@ class CheckpointKeeper:
             self.best_metric, self.best_epoch = metric, epoch
         checkpoint['keeper'] = self.state()
         atomic_torch_save(checkpoint, path)
-        tmp = self.output_dir / f'.{LAST}.tmp'
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, self.output_dir / LAST)
+        atomic_copy(path, self.output_dir / LAST)
         if is_best:
-            tmp = self.output_dir / f'.{BEST}.tmp'
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, self.output_dir / BEST)
+            atomic_copy(path, self.output_dir / BEST)
         self.history.append((metric if metric is not None else float('nan'), epoch))
         self._prune()
         return is_best

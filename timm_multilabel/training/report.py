@@ -2,38 +2,20 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-METRIC_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP')
-METRIC_TITLES = {
-    'top1': 'top-1 (%)', 'real_acc': 'ReaL acc (%)', 'real_f1@0.25': 'ReaL-F1@0.25 (%)',
-    'real_f1@0.5': 'ReaL-F1@0.5 (%)', 'label_coverage@0.25': 'coverage@0.25', 'mAP': 'mAP (%)',
-}
+from ..fileio import atomic_path, atomic_write_text, write_json
+from ..metrics import METRIC_KEYS, METRIC_TITLES
 
+__all__ = [
+    'METRIC_KEYS', 'METRIC_TITLES', 'atomic_write_text', 'write_json', 'write_epoch_log', 'plot_curves',
+    'results_table',
+]
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + '\n')
-
-
-def _json_default(o):
-    if hasattr(o, 'item'):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+# the metrics plotted as curves (percentages; coverage is in labels per image and has its own scale)
+_CURVE_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'mAP')
 
 
 def write_epoch_log(path: Path, rows: List[Dict[str, Any]]) -> None:
@@ -43,13 +25,11 @@ def write_epoch_log(path: Path, rows: List[Dict[str, Any]]) -> None:
     fields: List[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]
-    tmp = Path(path).with_name(f'.{Path(path).name}.tmp-{os.getpid()}')
-    with open(tmp, 'w', newline='') as f:
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _fmt(row.get(k)) for k in fields})
-    os.replace(tmp, path)
 
 
 def _fmt(v):
@@ -75,7 +55,7 @@ def plot_curves(path: Path, rows: List[Dict[str, Any]], title: str = '') -> Opti
     ax_loss.set_ylabel('loss')
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
-    for key in ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'mAP'):
+    for key in _CURVE_KEYS:
         values = [r.get(key) for r in rows]
         if any(v is not None for v in values):
             ax_metric.plot(epochs, [float('nan') if v is None else v for v in values], marker='o',
@@ -87,10 +67,11 @@ def plot_curves(path: Path, rows: List[Dict[str, Any]], title: str = '') -> Opti
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = Path(path).with_name(f'.{Path(path).name}.tmp-{os.getpid()}.png')
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix='.png') as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return Path(path)
 
 
