@@ -6,7 +6,8 @@ without this package. ``config.json`` is written by timm's own ``save_config_for
 is a top-level ``timm_multilabel`` entry (method, data set, probability kind) that timm ignores.
 
 Checkpoints of train.py and of timm's train.py (``{'arch', 'state_dict', 'state_dict_ema', 'args', ...}``)
-become such folders through :func:`export_checkpoint`; they are read with ``torch.load(weights_only=True)``.
+become such folders through :func:`export_checkpoint`; they are read by
+:func:`~timm_multilabel.checkpoint_files.load_checkpoint_file` (``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
@@ -15,15 +16,30 @@ import json
 import logging
 import math
 import os
-import pickle
 import re
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import huggingface_hub
+import safetensors.torch
+import timm
+import timm.data
 import torch
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants, errors
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from timm.models import clean_state_dict
+from timm.models._hub import save_config_for_hf
+from timm.utils.model import unwrap_model
 from torch import nn
 
+from .cards import render_card
+from .checkpoint_files import checkpoint_args, is_state_dict, load_checkpoint_file, pick_state_dict
 from .errors import UserError
+from .fileio import atomic_path
+from .method import describe_method
+from .metrics import METRIC_KEYS, METRIC_NAMES
 from .version import __version__
 
 __all__ = [
@@ -41,15 +57,6 @@ CONFIG_KEY = 'timm_multilabel'  # our entry in config.json (timm ignores unknown
 # files of a model folder that push_model_folder uploads (a train.py --output also holds checkpoints)
 UPLOAD_PATTERNS = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, 'summary.json', 'summary.csv', 'args.yaml')
 
-METRIC_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP')
-METRIC_NAMES = {
-    'top1': 'Top-1 accuracy',
-    'real_acc': 'ReaL accuracy',
-    'real_f1@0.25': 'ReaL F1 @ 0.25',
-    'real_f1@0.5': 'ReaL F1 @ 0.5',
-    'label_coverage@0.25': 'Label coverage @ 0.25',
-    'mAP': 'mAP',
-}
 _DATA_CONFIG_KEYS = ('mean', 'std', 'input_size', 'interpolation', 'crop_pct', 'crop_mode')
 
 _MILE_PAPER = {
@@ -106,39 +113,6 @@ _METHODS: Dict[str, Tuple[str, List[str], Optional[dict], Optional[str], str]] =
 # small helpers
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare timm model inside DDP / DataParallel / ``torch.compile`` wrappers."""
-    while True:
-        if hasattr(model, '_orig_mod'):
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or (
-                type(model).__name__ == 'DistributedDataParallel' and hasattr(model, 'module')):
-            model = model.module
-        else:
-            return model
-
-
-_PREFIXES = ('module.', '_orig_mod.')
-
-
-def clean_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
-    """Strip the ``module.`` (DDP / DataParallel) and ``_orig_mod.`` (torch.compile) key prefixes."""
-    out = {}
-    for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        out[key] = value
-    return out
-
-
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-
-
 def _as_number(key: str, value: Any) -> Optional[float]:
     if value is None:
         return None
@@ -191,23 +165,9 @@ def hub_dataset_id(name: Optional[str]) -> Optional[str]:
     return name
 
 
-def method_from_args(args: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """The ``method`` dict of a train.py argument dict: MILe settings, the label-map dataset, or baseline."""
-    args = dict(args or {})
-    names, method = [], {}
-    if args.get('mile'):
-        names.append('mile')
-        for key in ('kt', 'ks', 'rho', 'keep_labels'):
-            if args.get(f'mile_{key}') is not None:
-                method[key] = args[f'mile_{key}']
-    if args.get('relabel_maps'):
-        names.append('relabel')
-        method['maps'] = args['relabel_maps']
-        for key in ('fill', 'mode'):
-            if args.get(f'relabel_{key}') is not None:
-                method[key] = args[f'relabel_{key}']
-    method['name'] = '+'.join(names) or 'baseline'
-    return method
+# the names hub.py had before method.py and checkpoint_files.py held them
+method_from_args = describe_method
+load_checkpoint_dict = load_checkpoint_file
 
 
 def _method_parts(method: Mapping[str, Any]) -> List[str]:
@@ -253,20 +213,6 @@ def _check_inputs(
                         f'the model {expected[wrong[0]]}')
 
 
-def _safetensors_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """CPU, contiguous, no two tensors sharing memory (safetensors refuses shared storage)."""
-    out, seen = {}, set()
-    for key, value in state_dict.items():
-        t = value.detach().to('cpu').contiguous()
-        ptr = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else None
-        if ptr is not None and (ptr in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size()):
-            t = t.clone()
-        elif ptr is not None:
-            seen.add(ptr)
-        out[key] = t
-    return out
-
-
 def _card_metadata(
         *,
         title: str,
@@ -279,8 +225,6 @@ def _card_metadata(
         base_model: Optional[str],
         extra_tags: Sequence[str],
 ):
-    from huggingface_hub import EvalResult, ModelCardData
-
     tags = ['image-classification', 'timm', 'multi-label', 'timm-multilabel']
     for part in parts:
         tags += _METHODS[part][1]
@@ -330,11 +274,6 @@ def _render_card(
         extra_tags: Sequence[str],
         probs_kind: str,
 ):
-    import timm
-    import yaml
-
-    from .cards import render_card
-
     card_data = _card_metadata(
         title=title, license=license, parts=parts, dataset=dataset, method=method, metrics=metrics,
         eval_split=eval_split, base_model=base_model, extra_tags=extra_tags)
@@ -440,8 +379,6 @@ def save_model_folder(
     Returns:
         ``Path(output_dir)``.
     """
-    from timm.models._hub import save_config_for_hf
-
     model = unwrap_model(model)
     method = dict(method or {'name': 'baseline'})
     parts = _method_parts(method)
@@ -461,11 +398,10 @@ def save_model_folder(
         _check_repo_id(repo_id)
 
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: output_dir / name for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)}
-    tmps = {name: _atomic_path(p) for name, p in paths.items()}
-    try:
-        # config first: timm validates the model's arguments (nothing final is written if it refuses)
+    # the three files appear together, after everything is made (timm validates the config first)
+    with ExitStack() as stack:
+        tmps = {name: stack.enter_context(atomic_path(output_dir / name))
+                for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)}
         model_config: Dict[str, Any] = {'pretrained_cfg': {'license': license}}
         if label_names is not None:
             model_config['label_names'] = list(label_names)
@@ -494,15 +430,11 @@ def save_model_folder(
             metrics=clean_metrics, eval_split=eval_split, args=args, base_model=base_model,
             extra_tags=extra_tags, probs_kind=probs_kind)
         tmps[CARD_NAME].write_text(str(card), encoding='utf-8')
-
-        import safetensors.torch
-        safetensors.torch.save_file(_safetensors_dict(state_dict), str(tmps[WEIGHTS_NAME]), metadata={'format': 'pt'})
-        for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
-            os.replace(tmps[name], paths[name])
-    finally:
-        for tmp in tmps.values():
-            if tmp.exists():
-                tmp.unlink()
+        # safetensors wants CPU, contiguous tensors that share no memory (tied weights, views): copies
+        # keep every key, which timm's strict local-dir:/hf-hub: loading needs
+        tensors = {k: v.detach().to('cpu', memory_format=torch.contiguous_format, copy=True)
+                   for k, v in state_dict.items()}
+        safetensors.torch.save_file(tensors, str(tmps[WEIGHTS_NAME]), metadata={'format': 'pt'})
     return output_dir
 
 
@@ -512,8 +444,6 @@ def _safe_name(name: str) -> str:
 
 def card_metrics(card_or_path: Any) -> Dict[str, float]:
     """Metrics of a model card's ``model-index`` as ``{metric_type: value}`` (the keys of ``metrics``)."""
-    from huggingface_hub import ModelCard
-
     card = card_or_path if isinstance(card_or_path, ModelCard) else ModelCard.load(card_or_path)
     return {r.metric_type: r.metric_value for r in (card.data.eval_results or [])}
 
@@ -529,9 +459,8 @@ def read_multilabel_config(model_name: str) -> Optional[Dict[str, Any]]:
         path = Path(ident) / CONFIG_NAME
     elif source in ('hf-hub', 'hf_hub'):
         try:
-            from huggingface_hub import try_to_load_from_cache
             repo, _, revision = ident.partition('@')
-            found = try_to_load_from_cache(repo, CONFIG_NAME, revision=revision or None)
+            found = huggingface_hub.try_to_load_from_cache(repo, CONFIG_NAME, revision=revision or None)
             path = Path(found) if isinstance(found, str) else None
         except Exception:  # noqa: BLE001 - a best-effort hint only
             path = None
@@ -548,7 +477,6 @@ def read_multilabel_config(model_name: str) -> Optional[Dict[str, Any]]:
 
 
 def _check_repo_id(repo_id: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
@@ -570,9 +498,6 @@ def hub_upload_folder(
     Returns:
         the commit URL.
     """
-    import huggingface_hub
-    from huggingface_hub import constants, errors
-
     _check_repo_id(repo_id)
     where = f'the {"model" if repo_type == "model" else repo_type} folder {folder} is complete'
     if constants.HF_HUB_OFFLINE:
@@ -617,78 +542,6 @@ def push_model_folder(
 # checkpoints
 
 
-def load_checkpoint_dict(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Read a checkpoint (``.pth``, ``.pth.tar``, ``.bin`` or ``.safetensors``) safely into a dict.
-
-    ``torch.load(weights_only=True)``; timm's train.py stores ``args`` as an ``argparse.Namespace``, so
-    when that class (and only it) is refused the file is read again with it allow-listed. Never
-    ``weights_only=False``. A file that fails is named in a UserError.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f'checkpoint {path}: no such file')
-    if path.suffix == '.safetensors':
-        import safetensors.torch
-        try:
-            return safetensors.torch.load_file(str(path), device='cpu')
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-            raise UserError(f'checkpoint {path}: cannot be read as safetensors ({str(e).splitlines()[0][:160]})') from None
-    try:
-        try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError as e:
-            refused = _refused_globals(path)
-            if refused is not None and set(refused) - {'argparse.Namespace'}:
-                names = ', '.join(sorted(set(refused) - {'argparse.Namespace'})[:3])
-                raise UserError(f'checkpoint {path}: refused, it holds Python objects that loading would run '
-                                f'or construct ({names}); only tensors and plain data are read') from None
-            if 'argparse.Namespace' not in str(e):
-                raise
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure to read is the file's fault; name it
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UserError(f'checkpoint {path}: cannot be loaded ({type(e).__name__}: {first})') from None
-    if not isinstance(ckpt, dict):
-        raise UserError(f'checkpoint {path}: expected a dict, found {type(ckpt).__name__}')
-    return ckpt
-
-
-def _refused_globals(path: Path) -> Optional[List[str]]:
-    """The globals ``weights_only`` loading refuses in ``path`` (None when the file cannot be scanned)."""
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # noqa: BLE001 - unreadable: the load itself reports the error
-        return None
-
-
-def _is_state_dict(obj: Mapping[str, Any]) -> bool:
-    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
-def _pick_state_dict(ckpt: Mapping[str, Any], path: Path, use_ema: bool) -> Dict[str, torch.Tensor]:
-    if _is_state_dict(ckpt):
-        if use_ema:
-            raise UserError(f'checkpoint {path}: a bare state dict holds no EMA weights (drop --use-ema)')
-        return clean_state_dict(ckpt)
-    keys = ('state_dict_ema', 'model_ema') if use_ema else ('state_dict', 'model', 'module')
-    for key in keys:
-        sd = ckpt.get(key)
-        if isinstance(sd, Mapping) and _is_state_dict(sd):
-            return clean_state_dict(sd)
-    what = 'EMA weights (state_dict_ema)' if use_ema else 'weights (state_dict)'
-    raise UserError(f'checkpoint {path}: no {what} found; keys are {sorted(ckpt)[:8]}')
-
-
-def _checkpoint_args(ckpt: Mapping[str, Any]) -> Dict[str, Any]:
-    args = ckpt.get('args')
-    if isinstance(args, argparse.Namespace):
-        return dict(vars(args))
-    return dict(args) if isinstance(args, Mapping) else {}
-
-
 def model_from_checkpoint(
         checkpoint_path: Union[str, os.PathLike],
         model_name: Optional[str] = None,
@@ -706,12 +559,10 @@ def model_from_checkpoint(
     Returns:
         ``(model in eval mode, checkpoint dict)``; the dict's ``'args'`` is a plain dict.
     """
-    import timm
-
     path = Path(checkpoint_path)
-    ckpt = load_checkpoint_dict(path)
-    state_dict = _pick_state_dict(ckpt, path, use_ema)
-    args = _checkpoint_args(ckpt) if not _is_state_dict(ckpt) else {}
+    ckpt = load_checkpoint_file(path)
+    state_dict = pick_state_dict(ckpt, path, use_ema)
+    args = checkpoint_args(ckpt) if not is_state_dict(ckpt) else {}
     arch = model_name or ckpt.get('arch') or args.get('model')
     if not isinstance(arch, str) or not arch:
         raise UserError(f'checkpoint {path}: it does not name its architecture; pass --model NAME')
@@ -784,8 +635,6 @@ def export_checkpoint(
         method: default read from the checkpoint's args (``mile*``, ``relabel_maps``).
         repo_id / license: as in :func:`save_model_folder`.
     """
-    import timm.data
-
     model, ckpt = model_from_checkpoint(checkpoint_path, model_name, num_classes, use_ema)
     args = ckpt['args']
     try:
@@ -808,7 +657,7 @@ def export_checkpoint(
         label_names=label_names,
         data_config={k: data_config[k] for k in _DATA_CONFIG_KEYS if k in data_config},
         metrics=metrics,
-        method=method or method_from_args(args),
+        method=method or describe_method(args),
         dataset=str(dataset),
         args=args or None,
         repo_id=repo_id,
