@@ -32,6 +32,7 @@ from torch import Tensor
 from timm_multilabel.errors import UserError
 from timm_multilabel.registry import register_target_transform
 from timm_multilabel.relabel.pooling import _pair, label_pool
+from timm_multilabel.relabel.store import load_label_maps
 
 __all__ = ['LabelPoolingCollate', 'check_maps_cover']
 
@@ -82,7 +83,6 @@ class LabelPoolingCollate:
             return_labels: bool = False,
     ):
         if isinstance(store, (str, os.PathLike)):
-            from timm_multilabel.relabel.store import load_label_maps
             store = load_label_maps(store)
         if not hasattr(store, 'get_batch'):
             raise UserError(f"LabelPoolingCollate: store must be a LabelMapStore, got {type(store).__name__}")

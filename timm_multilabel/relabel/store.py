@@ -13,11 +13,13 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import huggingface_hub
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from timm_multilabel.errors import UserError
+from ..errors import UserError
 from .maps import decode_scores
 from .writer import SHARD_GLOB, list_shards, map_schema, read_map_info
 
@@ -70,7 +72,6 @@ class LabelMapStore:
     # -- opening ----------------------------------------------------------------------------
 
     def _check_shards(self) -> None:
-        import pyarrow.parquet as pq
         want = map_schema(self.dtype, self.num_classes)
         for path in self._shards:
             try:
@@ -84,12 +85,11 @@ class LabelMapStore:
                                     f'the card ({self.dtype}, {self.num_classes} classes) needs {field.type}')
 
     def _load(self, cache_dir: Optional[str]):
-        import datasets
+        import datasets  # heavy; only when maps are opened
         try:
             return datasets.load_dataset('parquet', data_files={'train': self._shards}, split='train',
                                          cache_dir=cache_dir)
         except Exception as e:  # noqa: BLE001 -- find the shard that breaks it
-            import pyarrow.parquet as pq
             for path in self._shards:
                 try:
                     pq.read_table(path)
@@ -233,9 +233,8 @@ def load_label_maps(
         return LabelMapStore(path, cache_dir=cache_dir)
     if os.path.exists(path) or not _REPO_ID.match(str(path_or_repo_id)):
         raise UserError(f'no label-map dataset folder at {path_or_repo_id}')
-    from huggingface_hub import snapshot_download
     try:
-        folder = snapshot_download(repo_id=str(path_or_repo_id), repo_type='dataset', revision=revision,
+        folder = huggingface_hub.snapshot_download(repo_id=str(path_or_repo_id), repo_type='dataset', revision=revision,
                                    token=token, allow_patterns=['README.md', 'data/*.parquet'])
     except Exception as e:  # noqa: BLE001 -- offline, missing repo, auth
         raise UserError(f'cannot download the label-map dataset {path_or_repo_id} from the Hub '

@@ -21,16 +21,18 @@ import logging
 import os
 import queue
 import re
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import huggingface_hub
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from huggingface_hub import DatasetCard, DatasetCardData, constants
 
-from timm_multilabel.errors import UserError
+from ..cards import template_path
+from ..errors import UserError
+from ..fileio import TMP_MARK, atomic_path, atomic_write_text
 from .maps import MAP_DTYPES, EncodedMaps, class_id_dtype, encode_maps
 
 __all__ = [
@@ -45,19 +47,8 @@ DATA_DIR = 'data'
 SHARD_GLOB = 'data/train-*.parquet'
 RUN_FILE = '.label_maps_run.json'
 CARD_FILE = 'README.md'
-TMP_PREFIX = '.tmp-'
 _SHARD_RE = re.compile(r'^train-(\d{5,})-of-(\d{5,})\.parquet$')
 _ZSTD_LEVEL = 3
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # mkstemp creates 0600; finished files get the usual mode
-_DIR_MODE = 0o777 & ~_umask()
 
 
 def shard_name(index: int, num_shards: int) -> str:
@@ -103,24 +94,14 @@ def maps_table(image_ids: Sequence[str], encoded: EncodedMaps, dtype: str, num_c
 
 
 def write_table_atomic(table: pa.Table, path: str) -> None:
-    """Write ``table`` as Parquet to ``path`` through a temp file in the same folder + os.replace."""
-    folder = os.path.dirname(path) or '.'
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix='.parquet', dir=folder)
-    os.close(fd)
-    try:
-        os.chmod(tmp, _FILE_MODE)
+    """Write ``table`` as Parquet to ``path`` atomically (see :mod:`timm_multilabel.fileio`)."""
+    with atomic_path(path, suffix='.parquet') as tmp:
         pq.write_table(
-            table, tmp, compression='zstd', compression_level=_ZSTD_LEVEL,
+            table, str(tmp), compression='zstd', compression_level=_ZSTD_LEVEL,
             use_dictionary=['image_id'],
             use_byte_stream_split=['scores.list.element', 'classes.list.element'],
             row_group_size=max(1, min(len(table), 4096)),
         )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_shard(folder: str, index: int, num_shards: int, image_ids: Sequence[str], scores, classes,
@@ -178,13 +159,18 @@ class ShardWriter:
         self._raise()
 
 
+def _is_temp(name: str) -> bool:
+    # fileio's temporary names (``.NAME.tmp-PID-...``) and older ones (``.tmp-...``)
+    return name.startswith('.') and TMP_MARK in name
+
+
 def remove_map_files(folder: str, everything: bool = False) -> None:
     """Delete stale temp files in ``folder/data``; with ``everything`` also the shards, the card
     and the run plan (only files this package writes)."""
     data = os.path.join(folder, DATA_DIR)
     if os.path.isdir(data):
         for name in os.listdir(data):
-            if name.startswith(TMP_PREFIX) or (everything and _SHARD_RE.match(name)):
+            if _is_temp(name) or (everything and _SHARD_RE.match(name)):
                 os.unlink(os.path.join(data, name))
     if everything:
         for name in (CARD_FILE, RUN_FILE):
@@ -204,24 +190,9 @@ def ids_fingerprint(image_ids: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(path) or '.'
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
-    try:
-        os.chmod(tmp, _FILE_MODE)
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_run_plan(folder: str, plan: Dict[str, Any]) -> None:
     """Record what a run is writing (model, sizes, dtype, shard plan, image-id fingerprint)."""
-    _write_text_atomic(os.path.join(folder, RUN_FILE), json.dumps(plan, indent=1, sort_keys=True))
+    atomic_write_text(os.path.join(folder, RUN_FILE), json.dumps(plan, indent=1, sort_keys=True))
 
 
 def read_run_plan(folder: str) -> Optional[Dict[str, Any]]:
@@ -239,7 +210,6 @@ def read_run_plan(folder: str) -> Optional[Dict[str, Any]]:
 
 def dataset_card_template() -> str:
     """Path of ``hub_cards/dataset_card.md``."""
-    from ..cards import template_path
     try:
         return str(template_path('dataset_card.md'))
     except FileNotFoundError as e:
@@ -278,8 +248,7 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
     the shards. The metadata lands in the YAML header: ``configs`` (data/train-*.parquet ->
     split train), ``dataset_info`` (features, split sizes) and ``label_maps`` (all of ``info``).
     """
-    import datasets
-    from huggingface_hub import DatasetCard, DatasetCardData
+    import datasets  # heavy; only when a card is written
 
     missing = [k for k in _REQUIRED if info.get(k) is None]
     if missing:
@@ -336,14 +305,13 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
         bytes_per_map=round(num_bytes / max(num_images, 1)), shape=f'[{topk}, {h}, {w}]', num_shards=len(shards),
         **{k: v for k, v in meta.items() if k != 'class_names'})
     path = os.path.join(folder, CARD_FILE)
-    _write_text_atomic(path, str(card))
+    atomic_write_text(path, str(card))
     return path
 
 
 def read_map_info(folder: str) -> Dict[str, Any]:
     """The ``label_maps`` metadata of ``folder/README.md`` (annotator, weights, input_size,
     map_size, topk, dtype, num_classes, class_names, num_images, ...), plus ``license``."""
-    from huggingface_hub import DatasetCard
     path = os.path.join(folder, CARD_FILE)
     if not os.path.isfile(path):
         hint = ' (an unfinished annotate run? continue it with --resume)' if os.path.exists(
@@ -371,12 +339,11 @@ def push_maps(folder: str, repo_id: str, private: bool = False, token: Optional[
     info = read_map_info(folder)
     if not list_shards(folder):
         raise UserError(f'no shards ({SHARD_GLOB}) in {folder}')
-    from huggingface_hub import HfApi, constants
     if constants.HF_HUB_OFFLINE:
         raise UserError(f'cannot push {folder} to {repo_id}: HF_HUB_OFFLINE is set')
     if info.get('repo_id') != repo_id:  # the card's loading snippets name the Hub repo
         write_dataset_card(folder, {**info, 'repo_id': repo_id})
-    api = HfApi(token=token)
+    api = huggingface_hub.HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type='dataset', private=private, exist_ok=True)
         commit = api.upload_folder(
