@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from timm_multilabel.cli import main
-from timm_multilabel.relabel import annotate_cli
 from timm_multilabel.relabel.annotate import LabelMapAnnotator, create_annotator
 from timm_multilabel.relabel.store import load_label_maps
-from timm_multilabel.relabel.writer import ShardWriter, list_shards
+from timm_multilabel.relabel.writer import ShardWriter, list_shards, read_run_plan
 
 LAYOUT = ['a/x1.jpg', 'a/x2.png', 'a/deep/x3.jpeg', 'b/y1.JPG', 'b/y2.png', 'c.png', 'd/z.webp']
 IDS = sorted(os.path.splitext(p)[0] for p in LAYOUT)
@@ -157,7 +156,7 @@ def test_bad_inputs_are_one_line_errors(image_dir, weights, tmp_path, capsys):
 def test_plan_records_what_resume_compares(image_dir, weights, tmp_path):
     out = tmp_path / 'maps'
     assert main(_args(image_dir, weights, out, '--limit', '4')) == 0
-    plan = annotate_cli.read_run_plan(str(out))
+    plan = read_run_plan(str(out))
     assert plan['num_images'] == 4 and plan['num_shards'] == 2 and plan['map_size'] == [2, 2]
     assert _store(out, tmp_path).image_ids == IDS[:4]
 

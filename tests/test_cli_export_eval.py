@@ -77,14 +77,14 @@ def test_export_errors_are_one_line(tmp_path, capsys, case):
 
 
 def test_push_maps_arguments_and_call(tmp_path, monkeypatch, capsys):
-    parser, _ = cli.build_parser()
+    parser = cli.build_parser()
     args = parser.parse_args(['push-maps', 'maps_dir', 'acme/maps', '--private'])
     assert (args.folder, args.repo_id, args.private) == ('maps_dir', 'acme/maps', True)
     assert parser.parse_args(['push-maps', 'd', 'acme/maps']).private is False
 
     calls = []
-    from timm_multilabel import hub_cli
-    monkeypatch.setattr(hub_cli, '_push_maps_fn', lambda: lambda *a, **k: calls.append((a, k)) or 'https://x/commit/1')
+    from timm_multilabel.cli import push_maps
+    monkeypatch.setattr(push_maps, 'push_maps', lambda *a, **k: calls.append((a, k)) or 'https://x/commit/1')
     (tmp_path / 'maps').mkdir()
     assert cli.main(['push-maps', str(tmp_path / 'maps'), 'acme/maps', '--private']) == 0
     assert calls == [((str(tmp_path / 'maps'), 'acme/maps'), {'private': True})]
@@ -93,8 +93,8 @@ def test_push_maps_arguments_and_call(tmp_path, monkeypatch, capsys):
 
 
 def test_push_maps_uses_the_label_map_writer():
-    from timm_multilabel import hub_cli
-    fn = hub_cli._push_maps_fn()
+    from timm_multilabel.cli import push_maps
+    fn = push_maps.push_maps
     assert fn.__name__ == 'push_maps' and fn.__module__.startswith('timm_multilabel.relabel')
 
 
@@ -144,7 +144,7 @@ def test_eval_folder_and_checkpoint_agree_with_hand_computation(tmp_path, capsys
 
 
 def test_eval_real_labels_are_matched_by_file_name(tmp_path):
-    from timm_multilabel import eval_cli
+    from timm_multilabel.evaluation import build_eval_data
     # class folders put the validation images out of index order
     files = {'a_class': ['ILSVRC2012_val_00000003.JPEG', 'ILSVRC2012_val_00000001.JPEG'],
              'b_class': ['ILSVRC2012_val_00000002.JPEG', 'ILSVRC2012_val_00000004.JPEG']}
@@ -154,11 +154,12 @@ def test_eval_real_labels_are_matched_by_file_name(tmp_path):
             Image.new('RGB', (20, 20), (10, 20, 30)).save(tmp_path / 'val' / cls / name, format='JPEG')
     real = [[0], [1, 2], [], [3]]  # entry i: ILSVRC2012_val_{i+1:08d}
     (tmp_path / 'real.json').write_text(json.dumps(real))
-    parser, _ = cli.build_parser()
+    parser = cli.build_parser()
     args = parser.parse_args(['eval', 'test_resnet', '--data-dir', str(tmp_path), '--real-labels',
                               str(tmp_path / 'real.json'), '--img-size', '32'])
     model = timm.create_model('test_resnet', num_classes=4).eval()
-    dataset, real_labels, data_config = eval_cli.build_eval_data(args, model)
+    dataset, real_labels, data_config = build_eval_data(model, args.dataset or '', args.data_dir,
+                                                        real_labels=args.real_labels, img_size=args.img_size)
     order = [str(dataset.filename(i)).split('/')[-1] for i in range(len(dataset))]
     expected = {name: real[int(name[-13:-5]) - 1] for name in order}
     assert real_labels == [expected[name] for name in order]

@@ -1,6 +1,4 @@
-"""``timm-multilabel show``: an image with the heat maps of its top label-map classes (ReLabel Fig. A2).
-
-    timm-multilabel show --maps relabel-maps --image train/n01440764/n01440764_10026.JPEG --out map.png
+"""An image with the heat maps of its top label-map classes (ReLabel Fig. A2); ``timm-multilabel show``.
 
 The image's top classes are those of the whole map pooled (every cell's top-K logits scattered
 into the C classes, absent classes at 0, averaged over cells, softmax), as LabelPooling does
@@ -10,9 +8,7 @@ score), stretched over the whole image: the map covers the whole image, row 0 at
 """
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -20,8 +16,11 @@ import torch
 from torch import Tensor
 
 from timm_multilabel.errors import UserError
+from timm_multilabel.fileio import atomic_path
+from .image_folder import read_image
+from .store import load_label_maps
 
-__all__ = ['top_classes', 'class_heat_map', 'render_label_map', 'show_label_map', 'add_arguments', 'run']
+__all__ = ['top_classes', 'class_heat_map', 'render_label_map', 'show_label_map']
 
 
 def top_classes(scores: Tensor, classes: Tensor, num_classes: int, topk: int = 2) -> List[Tuple[int, float]]:
@@ -87,9 +86,6 @@ def show_label_map(maps: str, image_path: str, out: str, image_id: Optional[str]
                    cache_dir: Optional[str] = None) -> List[Tuple[int, str, float, np.ndarray]]:
     """Draw ``image_path`` with its label-map heat maps to the PNG ``out``; returns the panels' rows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from .image_folder import read_image
-    from .store import load_label_maps
-    from .writer import _FILE_MODE
 
     if topk < 1:
         raise UserError('--topk must be >= 1')
@@ -104,32 +100,7 @@ def show_label_map(maps: str, image_path: str, out: str, image_id: Optional[str]
     fig, rows = render_label_map(image, scores, classes, store.class_names, store.num_classes, topk,
                                  title=image_id)
     FigureCanvasAgg(fig)
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.png', dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(os.path.abspath(out), suffix='.png') as tmp:
         fig.savefig(tmp, format='png', bbox_inches='tight')
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return rows
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--maps', required=True, help='label-map dataset folder or Hub dataset id')
-    parser.add_argument('--image', required=True, metavar='FILE', help='the image')
-    parser.add_argument('--out', required=True, metavar='PNG', help='PNG file to write')
-    parser.add_argument('--image-id', default=None,
-                        help="the image's id in the maps (default: found from the image's path)")
-    parser.add_argument('--topk', type=int, default=2, metavar='K', help='classes to draw (default 2)')
-
-
-def run(args) -> int:
-    rows = show_label_map(args.maps, args.image, args.out, image_id=args.image_id, topk=args.topk)
-    for c, name, p, _ in rows:
-        print(f'{p:6.3f}  {c:5d}  {name}')
-    print(f'wrote {args.out}')
-    return 0

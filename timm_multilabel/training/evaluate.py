@@ -2,62 +2,15 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
+from ..evaluation import IndexedDataset, predict
+from ..metrics import compute_multilabel_metrics
 
-class IndexedDataset(Dataset):
-    """Wraps a dataset so each sample also carries its index: ``(image, label, index)``.
-
-    The index lets the main process look up per-sample facts (ReaL label sets) after
-    ``gather_for_metrics`` has reassembled the predictions of all ranks.
-    """
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, label = self.dataset[index]
-        return image, torch.as_tensor(label if label is not None else -1), index
-
-
-@torch.no_grad()
-def predict(
-        model: torch.nn.Module,
-        loader,
-        accelerator,
-        autocast: Callable[[], Any] = nullcontext,
-        channels_last: bool = False,
-        progress: Optional[Callable] = None,
-) -> Dict[str, torch.Tensor]:
-    """Run ``model`` over ``loader`` of (image, label, index) batches on every rank and gather.
-
-    Returns ``logits`` [N, C] float32, ``labels`` [N] and ``indices`` [N] on every process, each
-    test sample exactly once (Accelerate drops the duplicates it padded the last batch with).
-    """
-    model.eval()
-    logits, labels, indices = [], [], []
-    iterator = progress(loader) if progress is not None else loader
-    for images, target, index in iterator:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            out = model(images)
-        out, target, index = accelerator.gather_for_metrics((out.float(), target, index))
-        logits.append(out.cpu())
-        labels.append(target.cpu())
-        indices.append(index.cpu())
-    return {
-        'logits': torch.cat(logits) if logits else torch.empty(0),
-        'labels': torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),
-        'indices': torch.cat(indices) if indices else torch.empty(0, dtype=torch.long),
-    }
+__all__ = ['IndexedDataset', 'evaluate', 'evaluation_loss']
 
 
 def evaluation_loss(logits: torch.Tensor, labels: torch.Tensor, probs_kind: str) -> float:
@@ -81,10 +34,10 @@ def evaluate(
         channels_last: bool = False,
         progress: Optional[Callable] = None,
 ) -> Dict[str, Any]:
-    """Top-1, ReaL metrics and mAP of ``model`` on the eval loader, plus ``eval_samples``."""
-    from ..metrics import compute_multilabel_metrics
-
-    out = predict(model, loader, accelerator, autocast, channels_last, progress)
+    """Top-1, ReaL metrics and mAP of ``model`` on the eval loader of :class:`IndexedDataset` batches,
+    plus ``eval_samples``; every test sample counted exactly once across processes."""
+    out = predict(model, loader, accelerator.gather_for_metrics, autocast=autocast, channels_last=channels_last,
+                  progress=progress)
     order = torch.argsort(out['indices'])
     logits, labels, indices = out['logits'][order], out['labels'][order], out['indices'][order]
     sample_real = [list(real_labels[i]) for i in indices.tolist()] if real_labels is not None else None

@@ -1,30 +1,28 @@
-"""``timm-multilabel export`` (checkpoint -> Hugging Face model folder) and ``push-maps`` (label maps -> Hub).
+"""``timm-multilabel export``: a training checkpoint -> a Hugging Face model folder (optionally pushed).
 
     timm-multilabel export output/run1 output/run1-hf                  # model_best.pth.tar + summary.json
     timm-multilabel export timm-run/model_best.pth.tar out --use-ema   # timm train.py checkpoint, EMA weights
     timm-multilabel export weights.pth out --model resnet50 --num-classes 10 --push-to-hub me/resnet50-mile
-    timm-multilabel push-maps maps/ me/imagenet-relabel-maps [--private]
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from .errors import UserError
+from ..checkpoint_files import BEST, EXPORT_PREFER, resolve_checkpoint_path
+from ..errors import UserError
+from ..hub import export_checkpoint, push_model_folder
 
-_logger = logging.getLogger(__name__)
-
-_RUN_CHECKPOINTS = ('model_best.pth.tar', 'last.pth.tar')
+SUMMARY = 'summary.json'  # what train.py writes beside model_best.pth.tar: the card's metrics
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('checkpoint', metavar='CHECKPOINT',
                         help='checkpoint file (train.py or timm train.py; .pth/.pth.tar/.bin/.safetensors), '
-                             'or a train.py --output folder (its model_best.pth.tar, else last.pth.tar)')
+                             'or a train.py --output folder (its model_best.pth.tar, else last.pth.tar, '
+                             'else its newest checkpoint-N.pth.tar)')
     parser.add_argument('out_dir', metavar='OUT_DIR', help='model folder to write')
     parser.add_argument('--model', default=None, metavar='NAME',
                         help="timm architecture (default: the checkpoint's 'arch'); needed for a bare state dict")
@@ -62,23 +60,17 @@ def _read_label_names(path: Optional[str]) -> Optional[List[str]]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _resolve_checkpoint(path: str, metrics: Optional[str]):
-    p = Path(path)
-    if p.is_dir():
-        found = next((p / n for n in _RUN_CHECKPOINTS if (p / n).is_file()), None)
-        if found is None:
-            raise UserError(f'{path}: folder holds no {" or ".join(_RUN_CHECKPOINTS)}')
-        if metrics is None and (p / 'summary.json').is_file() and found.name == 'model_best.pth.tar':
-            metrics = str(p / 'summary.json')
-        return found, metrics
-    if not p.exists():
-        raise UserError(f'checkpoint {path}: no such file or folder')
-    return p, metrics
+def _resolve_checkpoint(path: str, metrics: Optional[str]) -> Tuple[Path, Optional[str]]:
+    """The checkpoint file of ``path`` and the metrics file for its card: ``--metrics``, else the run
+    folder's summary.json when the checkpoint is the folder's model_best.pth.tar."""
+    found = resolve_checkpoint_path(path, EXPORT_PREFER, 'checkpoint')
+    folder = Path(path)
+    if folder.is_dir() and metrics is None and found.name == BEST and (folder / SUMMARY).is_file():
+        metrics = str(folder / SUMMARY)
+    return found, metrics
 
 
-def run_export(args: argparse.Namespace) -> int:
-    from .hub import export_checkpoint, push_model_folder
-
+def run(args: argparse.Namespace) -> int:
     checkpoint, metrics = _resolve_checkpoint(args.checkpoint, args.metrics)
     label_names = _read_label_names(args.label_names)
     out = export_checkpoint(
@@ -89,34 +81,4 @@ def run_export(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         url = push_model_folder(out, args.push_to_hub, private=args.hub_private)
         print(f'pushed: {url}')
-    return 0
-
-
-def add_push_maps_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('folder', metavar='DIR', help='label-map dataset folder (from annotate or import-relabel)')
-    parser.add_argument('repo_id', metavar='REPO_ID', help='Hugging Face dataset repo, e.g. me/imagenet-relabel-maps')
-    parser.add_argument('--private', action='store_true', help='create the dataset repo as private')
-
-
-def _push_maps_fn():
-    for module_name in ('timm_multilabel.relabel.writer', 'timm_multilabel.relabel.store'):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
-                continue
-            raise
-        fn = getattr(module, 'push_maps', None)
-        if fn is not None:
-            return fn
-    raise UserError('push-maps is not available in this version (no timm_multilabel.relabel push_maps)')
-
-
-def run_push_maps(args: argparse.Namespace) -> int:
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        raise UserError(f'push-maps: {args.folder} is not a folder')
-    push_maps = _push_maps_fn()
-    url = push_maps(str(folder), args.repo_id, private=args.private)
-    print(f'pushed: {url}' if url else f'pushed {folder} to {args.repo_id}')
     return 0

@@ -1,18 +1,14 @@
-"""``timm-multilabel import-relabel``: the official ReLabel maps -> a label-map dataset.
+"""The official ReLabel maps (naver-ai/relabel_imagenet) -> a label-map dataset.
 
-The official maps (naver-ai/relabel_imagenet) are one file per image at ``<wnid>/<name>.pt``,
-each a float tensor ``[2, K, H, W]``: the top-K scores, then the class ids stored as floats
-(K=5, H=W=15 from EfficientNet-L2 at 475 x 475). Files are read with
-``torch.load(weights_only=True)`` only, in DataLoader workers, and checked (shape, dtype,
-finite scores, integral class ids in range, one K/H/W for all); the dataset is built in a
-hidden staging folder next to ``--output`` and moved into place only when every file passed,
-so a bad file leaves nothing behind.
-
-    timm-multilabel import-relabel --src relabel_imagenet/ --output relabel-imagenet-maps --dtype float16
+The official maps are one file per image at ``<wnid>/<name>.pt``, each a float tensor
+``[2, K, H, W]``: the top-K scores, then the class ids stored as floats (K=5, H=W=15 from
+EfficientNet-L2 at 475 x 475). Files are read with ``torch.load(weights_only=True)`` only, in
+DataLoader workers, and checked (shape, dtype, finite scores, integral class ids in range, one
+K/H/W for all); the dataset is built in a hidden staging folder next to the output and moved into
+place only when every file passed, so a bad file leaves nothing behind.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -21,36 +17,22 @@ import tempfile
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+from timm.data import ImageNetInfo
+from tqdm import tqdm
 
 from timm_multilabel.errors import UserError
-from .maps import MAP_DTYPES, check_maps, read_class_names_file
-from .writer import (
-    CARD_FILE, DATA_DIR, _DIR_MODE, list_shards, push_maps, remove_map_files, write_dataset_card, write_shard,
-)
+from timm_multilabel.fileio import DIR_MODE
+from .maps import check_maps, read_class_names_file
+from .writer import CARD_FILE, DATA_DIR, list_shards, push_maps, remove_map_files, write_dataset_card, write_shard
+
+__all__ = [
+    'OFFICIAL_ANNOTATOR', 'OFFICIAL_WEIGHTS', 'list_official_maps', 'read_official_map', 'import_official_maps',
+]
 
 _logger = logging.getLogger(__name__)
 
 OFFICIAL_ANNOTATOR = 'EfficientNet-L2 (official ReLabel maps, naver-ai/relabel_imagenet)'
 OFFICIAL_WEIGHTS = 'EfficientNet-L2 Noisy Student (JFT-300M), fine-tuned on ImageNet-1k (Yun et al., CVPR 2021)'
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--src', required=True, metavar='DIR', help='folder of official maps: <wnid>/<name>.pt')
-    parser.add_argument('--output', required=True, metavar='DIR', help='label-map dataset folder to write')
-    parser.add_argument('--dtype', choices=MAP_DTYPES, default='float16', help='score storage (default float16)')
-    parser.add_argument('--num-classes', type=int, default=1000, help='classes of the annotator (default 1000)')
-    parser.add_argument('--class-names', metavar='FILE', default=None,
-                        help='one class name per line (default: ImageNet-1k names when --num-classes 1000)')
-    parser.add_argument('--annotator', default=OFFICIAL_ANNOTATOR, help='annotator recorded in the card')
-    parser.add_argument('--weights', default=OFFICIAL_WEIGHTS, help='annotator weights recorded in the card')
-    parser.add_argument('--input-size', type=int, default=475, help="annotator input size recorded in the card")
-    parser.add_argument('--license', default=None, help='license recorded in the dataset card')
-    parser.add_argument('--shard-size', type=int, default=10000, metavar='N', help='maps per Parquet shard')
-    parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1), metavar='N',
-                        help='worker processes reading the .pt files')
-    parser.add_argument('--overwrite', action='store_true', help='replace the label maps already in --output')
-    parser.add_argument('--push-to-hub', metavar='REPO_ID', default=None, help='upload the folder as a Hub dataset repo')
-    parser.add_argument('--private', action='store_true', help='create the Hub repo private')
 
 
 def list_official_maps(src: str) -> List[Tuple[str, str]]:
@@ -112,7 +94,6 @@ def _class_names(path: Optional[str], num_classes: int) -> Optional[List[str]]:
     if path:
         return read_class_names_file(path, num_classes)
     if num_classes == 1000:
-        from timm.data import ImageNetInfo
         return list(ImageNetInfo('imagenet-1k').label_descriptions())
     return None
 
@@ -130,32 +111,47 @@ def _move_into(staging: str, output: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def run(args) -> int:
-    from tqdm import tqdm
-
-    if args.shard_size < 1 or args.num_classes < 1 or args.workers < 0:
-        raise UserError('--shard-size and --num-classes must be >= 1, --workers >= 0')
-    output = os.path.abspath(args.output)
-    if os.path.isdir(output) and os.listdir(output) and not args.overwrite:
-        raise UserError(f'--output {args.output} is not empty; pass --overwrite to replace its label maps')
+def import_official_maps(
+        src: str,
+        output: str,
+        dtype: str = 'float16',
+        num_classes: int = 1000,
+        class_names_file: Optional[str] = None,
+        annotator: str = OFFICIAL_ANNOTATOR,
+        weights: str = OFFICIAL_WEIGHTS,
+        input_size: int = 475,
+        license: Optional[str] = None,
+        shard_size: int = 10000,
+        workers: int = 0,
+        overwrite: bool = False,
+        push_to_hub: Optional[str] = None,
+        private: bool = False,
+) -> int:
+    """Convert every ``.pt`` map under ``src`` into the label-map dataset ``output``; returns the number
+    of maps. ``class_names_file`` holds one name per line (default: ImageNet-1k's for 1000 classes);
+    ``annotator``, ``weights``, ``input_size`` and ``license`` are recorded in the card;
+    ``push_to_hub`` uploads the finished folder to that dataset repo."""
+    given, output = output, os.path.abspath(output)
+    if os.path.isdir(output) and os.listdir(output) and not overwrite:
+        raise UserError(f'--output {given} is not empty; pass --overwrite to replace its label maps')
     if os.path.exists(output) and not os.path.isdir(output):
-        raise UserError(f'--output {args.output} is a file, not a folder')
-    listing = list_official_maps(args.src)
-    class_names = _class_names(args.class_names, args.num_classes)
+        raise UserError(f'--output {given} is a file, not a folder')
+    listing = list_official_maps(src)
+    class_names = _class_names(class_names_file, num_classes)
     ids = [i for i, _ in listing]
     paths = [p for _, p in listing]
     n = len(ids)
-    num_shards = math.ceil(n / args.shard_size)
-    k, h, w = read_official_map(paths[0], args.num_classes)[0].shape
+    num_shards = math.ceil(n / shard_size)
+    k, h, w = read_official_map(paths[0], num_classes)[0].shape
 
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix='.tmp-import-', dir=parent)
     try:
-        os.chmod(staging, _DIR_MODE)  # becomes --output: the usual mode, not mkdtemp's 0700
+        os.chmod(staging, DIR_MODE)  # becomes the output: the usual mode, not mkdtemp's 0700
         loader = torch.utils.data.DataLoader(
-            _MapFiles(paths, args.num_classes), batch_size=256, num_workers=args.workers,
-            collate_fn=list, prefetch_factor=4 if args.workers > 0 else None)
+            _MapFiles(paths, num_classes), batch_size=256, num_workers=workers,
+            collate_fn=list, prefetch_factor=4 if workers > 0 else None)
         shard, buf_s, buf_c = 0, [], []
         with tqdm(total=n, unit='map', desc='import-relabel', dynamic_ncols=True) as bar:
             for batch in loader:
@@ -167,16 +163,16 @@ def run(args) -> int:
                                         f'{[2, k, h, w]}')
                     buf_s.append(maps[0])
                     buf_c.append(maps[1])
-                    if len(buf_s) == min(args.shard_size, n - shard * args.shard_size):
-                        a = shard * args.shard_size
+                    if len(buf_s) == min(shard_size, n - shard * shard_size):
+                        a = shard * shard_size
                         write_shard(staging, shard, num_shards, ids[a:a + len(buf_s)], torch.stack(buf_s),
-                                    torch.stack(buf_c), args.dtype, args.num_classes)
+                                    torch.stack(buf_c), dtype, num_classes)
                         shard, buf_s, buf_c = shard + 1, [], []
                 bar.update(len(batch))
         write_dataset_card(staging, {
-            'annotator': args.annotator, 'weights': args.weights, 'input_size': args.input_size,
-            'map_size': (h, w), 'topk': k, 'dtype': args.dtype, 'num_classes': args.num_classes,
-            'class_names': class_names, 'license': args.license, 'repo_id': args.push_to_hub,
+            'annotator': annotator, 'weights': weights, 'input_size': input_size,
+            'map_size': (h, w), 'topk': k, 'dtype': dtype, 'num_classes': num_classes,
+            'class_names': class_names, 'license': license, 'repo_id': push_to_hub,
             'source': f'timm-multilabel import-relabel of {n} official ReLabel .pt maps',
         })
         _move_into(staging, output)
@@ -184,6 +180,6 @@ def run(args) -> int:
         if os.path.exists(staging):
             shutil.rmtree(staging, ignore_errors=True)
     _logger.info('import-relabel: wrote %d maps [%d, %d, %d] in %d shard(s) to %s', n, k, h, w, num_shards, output)
-    if args.push_to_hub:
-        _logger.info('import-relabel: pushed to %s', push_maps(output, args.push_to_hub, private=args.private))
-    return 0
+    if push_to_hub:
+        _logger.info('import-relabel: pushed to %s', push_maps(output, push_to_hub, private=private))
+    return n
