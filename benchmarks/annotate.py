@@ -22,7 +22,6 @@ fully convolutional head and the top-K alone, fastest of interleaved repeats).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -33,6 +32,8 @@ import time
 
 import numpy as np
 import torch
+
+from timm_multilabel.fileio import write_json
 
 
 def make_images(folder: str, n: int, seed: int = 0):
@@ -82,15 +83,16 @@ def annotate(annotator, ids, paths, folder, batch_size, workers, shard_size):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--json', default=None)
-    parser.add_argument('--num-images', type=int, default=96)
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--workers', type=int, default=1)
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--shard-size', type=int, default=32)
-    parser.add_argument('--repeats', type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--json', default=None, help='write the results here')
+    parser.add_argument('--num-images', type=int, default=96, help='JPEGs to annotate (crops of the sample photos)')
+    parser.add_argument('--img-size', type=int, default=224, help='annotator input size')
+    parser.add_argument('--batch-size', type=int, default=32, help='images per forward')
+    parser.add_argument('--workers', type=int, default=1, help='DataLoader workers (both runs)')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    parser.add_argument('--shard-size', type=int, default=32, help='maps per Parquet shard')
+    parser.add_argument('--repeats', type=int, default=3, help='alternating inference/annotate runs; the fastest counts')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -151,8 +153,7 @@ def main(argv=None):
                  'overhead_vs_inference_cpu', 'images_per_second', 'forward_overhead'):
         print(f'  {name:<24} {res[name]}')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=1)
+        write_json(args.json, res)
     return res
 
 

@@ -20,7 +20,6 @@ little; ``pt_bytes_per_map`` is the official one-file-per-image format for compa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -31,6 +30,8 @@ import time
 
 import numpy as np
 import torch
+
+from timm_multilabel.fileio import write_json
 
 
 def real_maps(num_images: int, img_size: int, seed: int = 0, batch_size: int = 16):
@@ -104,12 +105,13 @@ def timed(fn, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--json', default=None, help='write the results here')
-    parser.add_argument('--num-images', type=int, default=64)
-    parser.add_argument('--img-size', type=int, default=480)
-    parser.add_argument('--reads', type=int, default=2000)
-    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--num-images', type=int, default=64, help='maps to generate (crops of the sample photos)')
+    parser.add_argument('--img-size', type=int, default=480, help='annotator input size (480 -> 15x15 maps)')
+    parser.add_argument('--reads', type=int, default=2000, help='random single-map reads timed')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -193,8 +195,7 @@ def main(argv=None):
     for name, v in rows:
         print(f'  {name:<{width}}  {v}')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=1)
+        write_json(args.json, res)
     return res
 
 

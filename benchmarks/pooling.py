@@ -29,12 +29,9 @@ already on the GPU.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List
 
@@ -42,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from timm_multilabel.fileio import write_json
 from timm_multilabel.relabel.pooling import densify_label_map, label_pool, map_rois
 
 
@@ -187,30 +185,21 @@ def bench_train_step(args) -> Dict[str, object]:
     )
 
 
-def write_json(path: str, data: Dict[str, object]) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(data, f, indent=2)
-        f.write('\n')
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--json', default=None, help='write the results to this JSON file')
-    p.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
-    p.add_argument('--crops', type=int, default=256)
-    p.add_argument('--map-size', type=int, default=15)
-    p.add_argument('--topk', type=int, default=5)
-    p.add_argument('--num-classes', type=int, default=1000)
-    p.add_argument('--repeats', type=int, default=20)
-    p.add_argument('--model', default='test_resnet')
-    p.add_argument('--img-size', type=int, default=112)
-    p.add_argument('--batch-size', type=int, default=32)
+    p.add_argument('--threads', type=int, default=1, help='torch CPU threads')
+    p.add_argument('--crops', type=int, default=256, help='crop boxes (one map each) pooled per call')
+    p.add_argument('--map-size', type=int, default=15, help='label-map side (cells)')
+    p.add_argument('--topk', type=int, default=5, help='classes stored per cell')
+    p.add_argument('--num-classes', type=int, default=1000, help='classes of the dense map')
+    p.add_argument('--repeats', type=int, default=20, help='timed calls of label_pool (the official path: a quarter)')
+    p.add_argument('--model', default='test_resnet', help='timm model of the training-step measurement')
+    p.add_argument('--img-size', type=int, default=112, help='input size of the training step')
+    p.add_argument('--batch-size', type=int, default=32, help='batch of the training step')
     p.add_argument('--steps', type=int, default=30, help='timed steps per variant')
-    p.add_argument('--skip-train-step', action='store_true')
+    p.add_argument('--skip-train-step', action='store_true', help='measure only the pooling speed-up')
     p.add_argument('--device', default='cpu', help='cpu or cuda[:N] (GPU timings use the synchronized wall clock)')
     args = p.parse_args(argv)
     if args.device.startswith('cuda') and not torch.cuda.is_available():

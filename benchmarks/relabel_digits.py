@@ -45,9 +45,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,14 +53,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from timm_multilabel.errors import UserError  # noqa: E402
+from _bench import QUIET_RUN, fmt, run_python, run_train, text_table, train_flags, write_json
+from timm_multilabel.errors import UserError
 
 DEV_SEED = 0
-METRIC_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP')
 # The paper's Table 2 (ResNet-50, ImageNet top-1), and Table 5 for ReLabel + CutMix.
 PAPER_TABLE2 = {'relabel': 78.9, 'relabel-local-hard': 78.4, 'relabel-global': 78.5,
                 'relabel-global-hard': 77.5, 'baseline': 77.5, 'relabel+cutmix': 80.2}
@@ -102,17 +96,15 @@ QUICK_CONFIG: Dict[str, Any] = dict(
 def common_flags(cfg: Dict[str, Any], seed: int) -> List[str]:
     """train.py flags shared by every row (model, data, seed, schedule, augmentation)."""
     s, d = cfg['student'], cfg['data']
-    return [
-        '--dataset', 'digits-main', '--data-dir', '.',
-        '--train-num-samples', str(d['train_num_samples']), '--val-num-samples', str(d['val_num_samples']),
-        '--model', s['model'], '--img-size', str(s['img_size']), '--batch-size', str(s['batch_size']),
-        '--epochs', str(s['epochs']), '--opt', 'adamw', '--lr', str(s['lr']), '--weight-decay', str(s['weight_decay']),
-        '--warmup-epochs', str(s['warmup_epochs']), '--sched-on-updates',
-        '--scale', str(s['scale'][0]), str(s['scale'][1]), '--ratio', str(s['ratio'][0]), str(s['ratio'][1]),
-        '--hflip', '0', '--color-jitter', '0', '--smoothing', '0', '--crop-pct', '1.0',
-        '--interpolation', 'bilinear', '--train-interpolation', 'bilinear',
-        '--seed', str(seed), '--workers', '0', '--log-interval', '1000000', '--checkpoint-hist', '1',
-    ]
+    return train_flags(
+        dataset='digits-main', data_dir='.',
+        train_num_samples=d['train_num_samples'], val_num_samples=d['val_num_samples'],
+        model=s['model'], img_size=s['img_size'], batch_size=s['batch_size'],
+        epochs=s['epochs'], opt='adamw', lr=s['lr'], weight_decay=s['weight_decay'],
+        warmup_epochs=s['warmup_epochs'], sched_on_updates=True, scale=s['scale'], ratio=s['ratio'],
+        hflip=0, color_jitter=0, smoothing=0, crop_pct=1.0, interpolation='bilinear', train_interpolation='bilinear',
+        seed=seed, **QUIET_RUN,
+    )
 
 
 def row_flags(row: str, cfg: Dict[str, Any], maps: Dict[str, Path]) -> List[str]:
@@ -129,24 +121,13 @@ def row_flags(row: str, cfg: Dict[str, Any], maps: Dict[str, Path]) -> List[str]
     return flags
 
 
-def run_train(flags: Sequence[str], out_dir: Path, threads: int = 1, timeout: Optional[float] = None
-              ) -> Dict[str, Any]:
-    """Run ``train.py FLAGS --output OUT_DIR`` in a subprocess; return its last-epoch test metrics,
-    ``train_seconds`` and ``wall_seconds``."""
-    env = dict(os.environ)
-    env.update({'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'HF_HUB_OFFLINE': '1',
-                'HF_DATASETS_OFFLINE': '1', 'PYTHONUNBUFFERED': '1', 'TQDM_DISABLE': '1'})
-    cmd = [sys.executable, str(ROOT / 'train.py'), *flags, '--output', str(out_dir), '--overwrite']
-    start = time.time()
-    proc = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f'train.py exited {proc.returncode}: {" ".join(flags)}\n{proc.stderr[-4000:]}')
-    with open(out_dir / 'summary.json') as f:
-        summary = json.load(f)
-    last = summary.get('last_metrics') or summary['metrics']
-    row = {k: last.get(k) for k in METRIC_KEYS}
-    row.update(train_seconds=summary['train_seconds'], wall_seconds=time.time() - start,
-               method=summary.get('method', {}).get('name'))
+def train_row(flags: Sequence[str], out_dir: Path, threads: int = 1) -> Dict[str, Any]:
+    """Run ``train.py FLAGS`` (see ``_bench.run_train``); return its last-epoch test metrics,
+    ``train_seconds``, ``wall_seconds`` and the method train.py recorded."""
+    run = run_train(flags, out_dir, threads)
+    row = dict(run.metrics)
+    row.update(train_seconds=run.summary['train_seconds'], wall_seconds=run.wall_seconds,
+               method=run.summary.get('method', {}).get('name'))
     return row
 
 
@@ -163,14 +144,9 @@ def annotate_with_cli(dataset, model_dir: Path, output: Path, image_dir: Path, i
     if image_dir.exists():
         shutil.rmtree(image_dir)
     dataset.export_image_folder(str(image_dir))
-    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', TQDM_DISABLE='1')
-    cmd = [sys.executable, '-m', 'timm_multilabel.cli', 'annotate', '--model', f'local-dir:{model_dir.resolve()}',
-           '--pretrained', '--img-size', str(img_size), '--topk', str(topk), '--dtype', dtype,
-           '--data-dir', str(image_dir), '--output', str(output), '--overwrite', '--workers', '0',
-           '--batch-size', '256']
-    proc = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f'annotate exited {proc.returncode}\n{proc.stderr[-3000:]}')
+    run_python(['-m', 'timm_multilabel.cli', 'annotate', '--model', f'local-dir:{model_dir.resolve()}', '--pretrained',
+                *train_flags(img_size=img_size, topk=topk, dtype=dtype, data_dir=image_dir, output=output,
+                             overwrite=True, workers=0, batch_size=256)], 'annotate')
     return output
 
 
@@ -232,26 +208,22 @@ def targets(result: Dict[str, Any]) -> Dict[str, Any]:
             'met': bool(gain >= TARGET_TOP1_GAIN and map_gain >= 0)}
 
 
-def _fmt(v: Any, width: int = 7) -> str:
-    return f'{v:{width}.2f}' if isinstance(v, (int, float)) and v == v else f'{"-":>{width}}'
-
-
 def format_table(result: Dict[str, Any]) -> str:
-    lines = [f"ReLabel on digits-main, seed {result['seed']}{' (development seed)' if result['seed'] == DEV_SEED else ''}"
-             f"{' [quick: numbers mean nothing]' if result.get('quick') else ''}",
-             f"{'row':<28}{'top-1':>8}{'mAP':>8}{'ReaL':>8}{'F1@.25':>8}{'train s':>9}{'paper':>8}"]
+    """Each row's last-epoch test metrics beside the paper's top-1, the maps, the target."""
+    title = (f"ReLabel on digits-main, seed {result['seed']}{' (development seed)' if result['seed'] == DEV_SEED else ''}"
+             f"{' [quick: numbers mean nothing]' if result.get('quick') else ''}")
     base = result.get('baseline', {})
+    rows = []
     for row in ROWS:
         r = result.get(row)
         if not r:
             continue
-        paper = PAPER_TABLE2.get(row)
-        delta = r['top1'] - base['top1'] if base and row != 'baseline' else None
-        lines.append(f"{row:<28}{_fmt(r['top1'], 8)}{_fmt(r['mAP'], 8)}{_fmt(r['real_acc'], 8)}"
-                     f"{_fmt(r['real_f1@0.25'], 8)}{_fmt(r['train_seconds'], 9)}{_fmt(paper, 8)}"
-                     + (f"   ({delta:+.2f} top-1 vs baseline)" if delta is not None else ''))
+        delta = f"({r['top1'] - base['top1']:+.2f} top-1 vs baseline)" if base and row != 'baseline' else ''
+        rows.append([row, fmt(r['top1']), fmt(r['mAP']), fmt(r['real_acc']), fmt(r['real_f1@0.25']),
+                     fmt(r['train_seconds']), fmt(PAPER_TABLE2.get(row)), delta])
+    lines = [title, text_table(['row', 'top-1', 'mAP', 'ReaL', 'F1@.25', 'train s', 'paper', ''], rows)]
     for which, s in result.get('maps', {}).items():
-        lines.append(f"maps {which:<8} " + '  '.join(f'{k} {_fmt(v, 0)}' for k, v in s.items()))
+        lines.append(f"maps {which:<8} " + '  '.join(f'{k} {fmt(v)}' for k, v in s.items()))
     if 'annotator_top1' in result:
         lines.append(f"annotator: {result['annotator_top1']:.2f}% top-1 on held-out single digits")
     t = result.get('targets')
@@ -303,26 +275,12 @@ def format_summary_markdown(summary: Dict[str, Any]) -> str:
 
 
 def format_summary(summary: Dict[str, Any]) -> str:
-    lines = [f"ReLabel on digits-main, mean +- std over seeds {', '.join(map(str, summary['seeds']))}",
-             f"{'row':<28}{'top-1':>15}{'mAP':>15}{'d top-1':>15}{'d mAP':>15}"]
-    for row in ROWS:
-        s = summary.get(row)
-        if s:
-            lines.append(f"{row:<28}" + ''.join(f"{s[k][0]:>8.2f} +-{s[k][1]:4.2f}" for k in ('top1', 'mAP', 'd_top1', 'd_mAP')))
-    return '\n'.join(lines)
-
-
-def write_json(path: Path, data: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix='.json.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write('\n')
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """The ``--summarize`` table as text: mean +- std over seeds of top-1, mAP and their differences to
+    the baseline."""
+    rows = [[row] + [f"{summary[row][k][0]:.2f} +- {summary[row][k][1]:.2f}" for k in ('top1', 'mAP', 'd_top1', 'd_mAP')]
+            for row in ROWS if summary.get(row)]
+    return '\n'.join([f"ReLabel on digits-main, mean +- std over seeds {', '.join(map(str, summary['seeds']))}",
+                      text_table(['row', 'top-1', 'mAP', 'd top-1', 'd mAP'], rows)])
 
 
 # ------------------------------------------------------------------------------------- main
@@ -358,7 +316,7 @@ def run_benchmark(seed: int, cfg: Dict[str, Any], work: Path, rows: Sequence[str
             oracle_ready.set()
             machine_ready.set()
 
-    def train_row(row: str) -> None:
+    def run_row(row: str) -> None:
         which = BASE_ROWS[row.partition('+')[0]][0]
         if which is not None:
             (oracle_ready if which == 'oracle' else machine_ready).wait()
@@ -366,7 +324,7 @@ def run_benchmark(seed: int, cfg: Dict[str, Any], work: Path, rows: Sequence[str
                 raise failure[0]
         flags = base + row_flags(row, cfg, maps)
         log(f'[{row}] train.py {" ".join(flags)}')
-        r = run_train(flags, work / f'run-{row.replace("+", "_")}')
+        r = train_row(flags, work / f'run-{row.replace("+", "_")}')
         with lock:
             result[row] = r
         log(f'[{row}] top-1 {r["top1"]:.2f}  mAP {r["mAP"]:.2f}  ({r["wall_seconds"]:.0f}s)')
@@ -375,7 +333,7 @@ def run_benchmark(seed: int, cfg: Dict[str, Any], work: Path, rows: Sequence[str
     order = sorted(rows, key=lambda r: {None: 0, 'oracle': 1, 'machine': 2}[BASE_ROWS[r.partition('+')[0]][0]])
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         maker = pool.submit(make_maps)
-        futures = [pool.submit(train_row, r) for r in order]
+        futures = [pool.submit(run_row, r) for r in order]
         maker.result()
         for f in futures:
             f.result()
