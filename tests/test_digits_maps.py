@@ -7,11 +7,12 @@ import torch
 
 from timm_multilabel.data.digits_grid import DigitsGrid, source_split_indices
 from timm_multilabel.data.digits_main import DigitsMain
-from timm_multilabel.data.digits_maps import (
-    cell_accuracy, oracle_maps, train_digit_classifier, write_machine_maps, write_oracle_maps, _center_head)
+from timm_multilabel.data.digits_maps import cell_accuracy, oracle_maps
 from timm_multilabel.errors import UserError
 from timm_multilabel.relabel.pooling import label_pool
+from timm_multilabel.relabel.digit_maps import write_machine_maps, write_oracle_maps
 from timm_multilabel.relabel.store import load_label_maps
+from timm_multilabel.training.digit_annotator import center_head, train_digit_classifier
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -196,7 +197,7 @@ def test_centered_head_keeps_predictions_and_zero_means_logits():
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         before = model(x).softmax(-1)
-        _center_head(model, scale=2.0)
+        center_head(model, scale=2.0)
         logits = model(x)
     assert torch.allclose(logits.mean(-1), torch.zeros(3), atol=1e-5)
     assert torch.equal(logits.argmax(-1), before.argmax(-1))

@@ -18,16 +18,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import re
 import threading
-from typing import Any, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import huggingface_hub
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from huggingface_hub import DatasetCard, DatasetCardData, constants
 
 from ..cards import template_path
@@ -39,6 +42,7 @@ __all__ = [
     'DATA_DIR', 'SHARD_GLOB', 'RUN_FILE', 'CARD_FILE', 'shard_name', 'list_shards', 'map_schema', 'maps_table',
     'write_table_atomic', 'write_shard', 'ShardWriter', 'write_run_plan', 'read_run_plan', 'ids_fingerprint',
     'write_dataset_card', 'read_map_info', 'push_maps', 'dataset_card_template', 'remove_map_files',
+    'write_maps_folder',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -328,6 +332,56 @@ def read_map_info(folder: str) -> Dict[str, Any]:
     meta['map_size'] = tuple(int(v) for v in meta['map_size'])
     meta.setdefault('license', data.get('license'))
     return meta
+
+
+# -- a whole folder --------------------------------------------------------------------------
+
+def write_maps_folder(
+        output_dir: Union[str, os.PathLike],
+        image_ids: Sequence[str],
+        batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+        info: Dict[str, Any],
+        shard_size: int = 10000,
+        overwrite: bool = False,
+) -> Path:
+    """Write a label-map dataset folder (Parquet shards + dataset card) from batches of maps.
+
+    ``batches`` yields ``(scores [n, K, H, W], classes [n, K, H, W])`` for consecutive images of
+    ``image_ids`` (in that order); ``info`` is the card's metadata (see ``write_dataset_card``; needs
+    ``annotator``, ``input_size``, ``map_size``, ``topk``, ``dtype``, ``num_classes``). A folder that
+    already holds maps is refused unless ``overwrite``.
+    """
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f'{out}: exists and is not a folder')
+    if shard_size < 1:
+        raise UserError(f'shard_size={shard_size}: must be >= 1')
+    if out.is_dir() and (list_shards(str(out)) or (out / CARD_FILE).exists()):
+        if not overwrite:
+            raise UserError(f'{out} already holds label maps; pass overwrite=True to replace them')
+        remove_map_files(str(out), everything=True)
+    ids = list(image_ids)
+    if not ids:
+        raise UserError('label maps: no images to write')
+    num_shards = math.ceil(len(ids) / shard_size)
+    out.mkdir(parents=True, exist_ok=True)
+    buf_s, buf_c, start, shard = [], [], 0, 0
+    for scores, classes in batches:
+        buf_s.append(scores)
+        buf_c.append(classes)
+        have = sum(len(s) for s in buf_s)
+        while shard < num_shards and have >= min(shard_size, len(ids) - start):
+            take = min(shard_size, len(ids) - start)
+            s_all, c_all = torch.cat(buf_s), torch.cat(buf_c)
+            write_shard(str(out), shard, num_shards, ids[start:start + take], s_all[:take], c_all[:take],
+                        info['dtype'], int(info['num_classes']))
+            buf_s, buf_c = [s_all[take:]], [c_all[take:]]
+            start, shard = start + take, shard + 1
+            have -= take
+    if shard != num_shards or sum(len(s) for s in buf_s):
+        raise UserError(f'label maps: {len(ids)} image ids but the maps do not match them in number')
+    write_dataset_card(str(out), info)
+    return out
 
 
 # -- Hub -------------------------------------------------------------------------------------
