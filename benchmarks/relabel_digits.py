@@ -300,7 +300,7 @@ def run_benchmark(seed: int, cfg: Dict[str, Any], work: Path, rows: Sequence[str
 
     def make_maps():
         try:
-            from timm_multilabel.data.digits_maps import write_oracle_maps
+            from timm_multilabel.relabel.digit_maps import write_oracle_maps
             import torch
             torch.set_num_threads(1)
             dataset = DigitsMain('train', num_samples=cfg['data']['train_num_samples'], seed=seed)
@@ -350,7 +350,8 @@ def run_benchmark(seed: int, cfg: Dict[str, Any], work: Path, rows: Sequence[str
 
 def build_maps_machine(cfg: Dict[str, Any], seed: int, work: Path, dataset, via_cli: bool,
                        log: Callable[[str], None]) -> Dict[str, Any]:
-    from timm_multilabel.data.digits_maps import train_digit_classifier, write_machine_maps
+    from timm_multilabel.relabel.digit_maps import write_machine_maps
+    from timm_multilabel.training.digit_annotator import train_digit_classifier
     t0 = time.time()
     model_dir = train_digit_classifier(work / 'annotator', seed=seed, **cfg['annotator'])
     top1 = _card_top1(model_dir)
