@@ -71,7 +71,7 @@ def inference(annotator, paths, batch_size, workers):
 
 
 def annotate(annotator, ids, paths, folder, batch_size, workers, shard_size):
-    from timm_multilabel.relabel.annotate_cli import annotate_images
+    from timm_multilabel.relabel.annotate_run import annotate_images
     from timm_multilabel.relabel.writer import remove_map_files, write_dataset_card
     remove_map_files(folder, everything=True)
     num_shards = -(-len(ids) // shard_size)
