@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Optional, Type
 
+from huggingface_hub import ModelCard
+
 __all__ = ['CARDS_DIRNAME', 'cards_dirs', 'template_path', 'render_card']
 
 CARDS_DIRNAME = 'hub_cards'
@@ -44,6 +46,5 @@ def render_card(name: str, card_data: Any, card_cls: Optional[Type] = None, **te
         a ``card_cls`` instance; ``card.save(path)`` writes it.
     """
     if card_cls is None:
-        from huggingface_hub import ModelCard
         card_cls = ModelCard
     return card_cls.from_template(card_data, template_path=str(template_path(name)), **template_kwargs)

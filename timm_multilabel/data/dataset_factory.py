@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, List, Optional
 
+import timm.data
 import torch.utils.data
 
 from ..errors import UserError
@@ -72,7 +73,6 @@ def create_dataset(
         except TypeError as e:
             raise UserError(f'--dataset {name}: {e}') from None
 
-    import timm.data
     prefix, sep, _ = name.partition('/')
     prefix = prefix.lower() if sep else ''
     if prefix in ('', 'torch'):

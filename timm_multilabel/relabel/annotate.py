@@ -22,11 +22,14 @@ import math
 import os
 from typing import Callable, Dict, Optional, Tuple, Union
 
+import timm
 import torch
 import torch.nn as nn
+from timm.data import create_transform, resolve_data_config
 from torch import Tensor
 
-from timm_multilabel.errors import UserError
+from ..checkpoint_files import is_state_dict, load_checkpoint_file, pick_state_dict
+from ..errors import UserError
 
 __all__ = ['LabelMapAnnotator', 'create_annotator', 'load_weights_file']
 
@@ -79,7 +82,6 @@ class LabelMapAnnotator(nn.Module):
         self.model = model.eval() if eval_mode else model
         self.topk = topk
         self.num_classes = num_classes
-        from timm.data import resolve_data_config
         config = resolve_data_config({}, model=model)
         size = _square(img_size) or _square(config['input_size'])
         config['input_size'] = (3, size, size)
@@ -93,7 +95,6 @@ class LabelMapAnnotator(nn.Module):
     def transform(self) -> Callable:
         """PIL image -> normalized ``[3, S, S]`` tensor: the whole image resized to S x S (no crop),
         normalized with the model's pretrained mean/std (timm's ``resolve_data_config``)."""
-        from timm.data import create_transform
         c = self.data_config
         return create_transform(
             input_size=c['input_size'], is_training=False, interpolation=c['interpolation'],
@@ -195,29 +196,12 @@ class LabelMapAnnotator(nn.Module):
 # -- factory ---------------------------------------------------------------------------------
 
 def load_weights_file(path: str) -> Dict[str, Tensor]:
-    """State dict from a ``.safetensors`` file or a ``.pt/.pth/.bin`` checkpoint
-    (``torch.load(weights_only=True)``; a ``state_dict``/``model``/``state_dict_ema`` entry is unwrapped)."""
-    if not os.path.isfile(path):
-        raise UserError(f'weights file not found: {path}')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        try:
-            return load_file(path)
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f'cannot read safetensors weights {path}: {e}') from e
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f'cannot read weights {path} with torch.load(weights_only=True): {first}') from e
-    if isinstance(obj, dict):
-        for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise UserError(f'weights file {path} does not hold a state dict of tensors')
-    return {k[7:] if k.startswith('module.') else k: v for k, v in obj.items()}
+    """State dict from a ``.safetensors`` file or a ``.pt/.pth/.bin`` checkpoint, read by
+    :func:`~timm_multilabel.checkpoint_files.load_checkpoint_file`; of a training checkpoint, its EMA
+    weights when it has them, else ``state_dict``/``model``."""
+    ckpt = load_checkpoint_file(path)
+    has_ema = any(isinstance(ckpt.get(k), dict) and is_state_dict(ckpt[k]) for k in ('state_dict_ema', 'model_ema'))
+    return pick_state_dict(ckpt, path, use_ema=has_ema and not is_state_dict(ckpt))
 
 
 def _load_into(model: nn.Module, state: Dict[str, Tensor], path: str) -> None:
@@ -262,7 +246,6 @@ def create_annotator(
     other names, tensor by tensor in order. ``img_size`` resizes models with a fixed input size
     (ViT position embeddings) through timm's ``set_input_size``.
     """
-    import timm
     hub_or_folder = model_name.startswith(('hf-hub:', 'hf_hub:', 'local-dir:'))
     if not hub_or_folder and not timm.is_model(model_name):
         raise UserError(f'unknown timm model {model_name!r}')

@@ -10,20 +10,18 @@ import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
+from PIL import Image
+from timm.data.readers.img_extensions import get_img_extensions
 from torch.utils.data import Dataset
 
-from timm_multilabel.errors import UserError
+from ..errors import UserError
 
 __all__ = ['IMAGE_EXTENSIONS', 'list_images', 'ImageListDataset', 'DatasetImages']
 
 
 def _extensions() -> Tuple[str, ...]:
     exts = {'.bmp', '.gif', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp'}
-    try:
-        from timm.data.readers.img_extensions import get_img_extensions
-        exts |= {e.lower() for e in get_img_extensions()}
-    except ImportError:  # pragma: no cover
-        pass
+    exts |= {e.lower() for e in get_img_extensions()}
     return tuple(sorted(exts))
 
 
@@ -70,7 +68,6 @@ class ImageListDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from PIL import Image
         path = self.paths[index]
         try:
             with Image.open(path) as img:
@@ -95,7 +92,6 @@ class DatasetImages(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int):
-        from PIL import Image
         try:
             item = self.dataset[index]
             image = item[0] if isinstance(item, (tuple, list)) else item
@@ -109,7 +105,6 @@ class DatasetImages(Dataset):
 
 def read_image(path: str, transform: Optional[Callable] = None):
     """One image as RGB PIL (or through ``transform``); ``UserError`` naming the file if unreadable."""
-    from PIL import Image
     try:
         with Image.open(path) as img:
             img = img.convert('RGB')
