@@ -100,13 +100,16 @@ class CheckpointKeeper:
         is_best = metric is not None and self._better(metric, self.best_metric)
         if is_best:
             self.best_metric, self.best_epoch = metric, epoch
+        self.history.append((metric if metric is not None else float('nan'), epoch))
+        drop = self._prune()
+        # the state saved is the one after this epoch, so a run resumed from it prunes this epoch's file too
         checkpoint['keeper'] = self.state()
         atomic_torch_save(checkpoint, path)
         atomic_copy(path, self.output_dir / LAST)
         if is_best:
             atomic_copy(path, self.output_dir / BEST)
-        self.history.append((metric if metric is not None else float('nan'), epoch))
-        self._prune()
+        for e in drop:
+            (self.output_dir / f'checkpoint-{e}.pth.tar').unlink(missing_ok=True)
         return is_best
 
     def save_last(self, checkpoint: Dict[str, Any]) -> None:
@@ -114,7 +117,8 @@ class CheckpointKeeper:
         checkpoint['keeper'] = self.state()
         atomic_torch_save(checkpoint, self.output_dir / LAST)
 
-    def _prune(self) -> None:
+    def _prune(self) -> List[int]:
+        """Keep the best ``max_history`` entries of the history (nan ranks last); returns the epochs dropped."""
         def key(h):
             m = h[0]
             if m != m:  # nan: worst
@@ -122,8 +126,5 @@ class CheckpointKeeper:
             return m if self.decreasing else -m
         ranked = sorted(self.history, key=key)
         keep, drop = ranked[:self.max_history], ranked[self.max_history:]
-        for _, epoch in drop:
-            p = self.output_dir / f'checkpoint-{epoch}.pth.tar'
-            if p.exists():
-                p.unlink()
         self.history = sorted(keep, key=lambda h: h[1])
+        return [epoch for _, epoch in drop]
