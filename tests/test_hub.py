@@ -372,3 +372,19 @@ def test_load_checkpoint_dict_missing_file(tmp_path):
 def test_templates_are_found():
     from timm_multilabel.cards import template_path
     assert template_path('model_card.md').read_text().startswith('---\n{{ card_data }}\n---')
+
+
+def test_describe_method_gives_train_py_method_dict_and_reads_checkpoint_args():
+    from timm_multilabel.method import describe_method
+    from timm_multilabel.mile import DEFAULT_KS, DEFAULT_RHO
+    from timm_multilabel.training.args import parse_args
+    args, _ = parse_args(['--mile', '--mile-kt', '5', '--relabel-maps', 'acme/maps'])
+    method = describe_method(args)
+    assert method == {'name': 'mile+relabel', 'kt': 5, 'ks': DEFAULT_KS, 'rho': DEFAULT_RHO, 'keep_labels': False,
+                      'student': 'continue', 'maps': 'acme/maps', 'fill': 0.0, 'mode': 'local'}
+    assert list(method)[0] == 'name' and describe_method(vars(args)) == method
+    assert describe_method(parse_args([])[0]) == describe_method(None) == {'name': 'baseline'}
+    # a checkpoint's args dict: only the settings it records
+    recorded = {'mile': True, 'mile_kt': 3, 'mile_rho': None}
+    assert describe_method(recorded) == {'name': 'mile', 'kt': 3, 'rho': DEFAULT_RHO}
+    assert describe_method({'relabel_maps': 'm', 'relabel_fill': None}) == {'name': 'relabel', 'maps': 'm'}
