@@ -19,9 +19,8 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -30,20 +29,25 @@ from timm.data import create_transform, resolve_data_config
 from timm.models import create_model, load_checkpoint
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
-from timm.task import ClassificationTask
-from timm.utils import ModelEmaV3, dispatch_clip_grad
+from timm.utils import dispatch_clip_grad
 from tqdm.auto import tqdm
 
 from timm_multilabel import UserError, create_loss, create_target_transform, create_task
 from timm_multilabel.data import create_dataset, get_class_names, get_num_classes, get_real_labels
+from timm_multilabel.data.real_labels import check_real_labels, load_real_labels, real_labels_for_files
 from timm_multilabel.data.seeded import SeededSamples
+from timm_multilabel.hub import push_model_folder, save_model_folder
 from timm_multilabel.logs import setup_logging
-from timm_multilabel.training.args import check_args, parse_args
-from timm_multilabel.training.checkpoint import (
-    CheckpointKeeper, load_checkpoint_file, resolve_resume_path, rng_state, set_rng_state)
+from timm_multilabel.method import describe_method
+from timm_multilabel.task import LoopTask
+from timm_multilabel.losses import output_activation
+from timm_multilabel.training.args import check_args, loss_name, parse_args, task_kwargs, task_name
+from timm_multilabel.checkpoint_files import load_checkpoint_file
+from timm_multilabel.training.checkpoint import CheckpointKeeper, set_rng_state
 from timm_multilabel.training.evaluate import IndexedDataset, evaluate
-from timm_multilabel.training.report import (
-    METRIC_KEYS, plot_curves, results_table, write_epoch_log, write_json)
+from timm_multilabel.training.relabel import build_relabel_training
+from timm_multilabel.training.report import METRIC_KEYS, plot_curves, results_table, write_epoch_log, write_json
+from timm_multilabel.training.resume import RunCheckpoints, TrainState, resume_run
 
 _logger = logging.getLogger('train')
 
@@ -66,7 +70,6 @@ def resolve_output_dir(args) -> Path:
 def _real_labels_for(dataset, source: str):
     """ReaL label sets of the eval images: matched by ``ILSVRC2012_val_*`` file name when the dataset
     has file names (class-folder layouts reorder the images), else by position."""
-    from timm_multilabel.data.real_labels import check_real_labels, load_real_labels, real_labels_for_files
     table = load_real_labels(None if source == 'timm' else source)
     if hasattr(dataset, 'filenames'):
         return real_labels_for_files(dataset.filenames(basename=True), table)
@@ -84,23 +87,39 @@ def scaled_lr(args, world_size: int) -> float:
     return args.lr_base * (ratio ** 0.5 if scale == 'sqrt' else ratio)
 
 
-def build_mixup(args, num_classes: int, dense_targets: bool):
+def build_target_transform(args, num_classes: int, dense_targets: bool):
+    """The batch target transform of --target-transform (default: timm's Mixup/CutMix per --mixup,
+    --cutmix; None when both are off); ``dense_targets``: targets are already [B, C]."""
     return create_target_transform(
-        'mixup', num_classes=num_classes, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
+        args.target_transform, num_classes=num_classes, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
         cutmix_minmax=args.cutmix_minmax, prob=args.mixup_prob, switch_prob=args.mixup_switch_prob,
         mode=args.mixup_mode, label_smoothing=args.smoothing, dense_targets=dense_targets)
 
 
-def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerator, args, mixup_fn,
-                    num_updates: int, progress: Optional[Dict[str, Any]] = None,
-                    save_progress: Optional[Callable[[Dict[str, Any], int], None]] = None) -> Dict[str, Any]:
-    """One epoch of updates. ``progress`` resumes an unfinished epoch (``batches`` done, running
-    ``loss_sum``/``loss_count``/``seconds``, this rank's ``rng``); ``save_progress(progress,
-    num_updates)`` is called every ``--checkpoint-every`` updates inside the epoch."""
+def clip_gradients(accelerator: Accelerator, parameters, value: float, mode: str) -> None:
+    """timm's --clip-grad/--clip-mode through Accelerate (which unscales fp16 gradients first)."""
+    if mode == 'norm':
+        accelerator.clip_grad_norm_(parameters, value)
+    elif mode == 'value':
+        accelerator.clip_grad_value_(parameters, value)
+    else:
+        dispatch_clip_grad(parameters, value, mode=mode)
+
+
+def train_one_epoch(state: TrainState, task: LoopTask, loader, optimizer, scheduler, accelerator: Accelerator,
+                    args, mixup_fn=None, checkpoints: Optional[RunCheckpoints] = None) -> Dict[str, Any]:
+    """One epoch of optimizer updates; advances ``state.num_updates``.
+
+    ``state.epoch_progress`` resumes an unfinished epoch (``batches`` done, running
+    ``loss_sum``/``loss_count``/``seconds``/``cpu_seconds``, this rank's ``rng``); every
+    ``--checkpoint-every`` updates inside the epoch ``checkpoints.save_mid_epoch`` is called.
+    """
+    epoch = state.epoch
+    model = task.get_trainable_module()
     task.train()
     if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
         mixup_fn.mixup_enabled = False
-    progress = progress or {}
+    progress = state.epoch_progress or {}
     done = int(progress.get('batches', 0))
     loss_sum = torch.tensor(float(progress.get('loss_sum', 0.0)), dtype=torch.float64)
     loss_count = int(progress.get('loss_count', 0))
@@ -110,6 +129,7 @@ def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerato
     bar = tqdm(loader, desc=f'epoch {epoch}', disable=not accelerator.is_main_process, leave=False,
                dynamic_ncols=True, unit='batch', initial=done, total=total)
     start = time.time() - float(progress.get('seconds', 0.0))
+    cpu_start = time.process_time() - float(progress.get('cpu_seconds', 0.0))
     resume_rng = progress.get('rng')
     for batch_idx, (images, target) in enumerate(bar, start=done):
         if resume_rng is not None:
@@ -127,35 +147,30 @@ def train_one_epoch(epoch, task, model, loader, optimizer, scheduler, accelerato
             loss = out['loss']
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.clip_grad is not None:
-                if args.clip_mode == 'norm':
-                    accelerator.clip_grad_norm_(model.parameters(), args.clip_grad)
-                elif args.clip_mode == 'value':
-                    accelerator.clip_grad_value_(model.parameters(), args.clip_grad)
-                else:
-                    dispatch_clip_grad(model.parameters(), args.clip_grad, mode=args.clip_mode)
+                clip_gradients(accelerator, task.get_clip_parameters(), args.clip_grad, args.clip_mode)
             optimizer.step()
             optimizer.zero_grad()
         if accelerator.sync_gradients:
-            num_updates += 1
-            if hasattr(task, 'step'):
-                task.step()  # MILe advances its teacher/student schedule once per update
-            task.update_ema(step=num_updates)
-            scheduler.step_update(num_updates=num_updates)
+            state.num_updates += 1
+            task.after_update()
+            task.update_ema(step=state.num_updates)
+            scheduler.step_update(num_updates=state.num_updates)
         loss_sum += loss.detach().double().cpu()
         loss_count += 1
-        if (save_progress is not None and args.checkpoint_every and accelerator.sync_gradients
-                and num_updates % args.checkpoint_every == 0 and batch_idx + 1 < total):
-            save_progress({'batches': batch_idx + 1, 'loss_sum': loss_sum.item(), 'loss_count': loss_count,
-                           'seconds': time.time() - start}, num_updates)
+        if (checkpoints is not None and args.checkpoint_every and accelerator.sync_gradients
+                and state.num_updates % args.checkpoint_every == 0 and batch_idx + 1 < total):
+            checkpoints.save_mid_epoch(state, {
+                'batches': batch_idx + 1, 'loss_sum': loss_sum.item(), 'loss_count': loss_count,
+                'seconds': time.time() - start, 'cpu_seconds': time.process_time() - cpu_start})
         if accelerator.is_main_process and (batch_idx % args.log_interval == 0):
-            postfix = {'loss': f'{loss.item():.4f}', 'lr': f'{optimizer.param_groups[0]["lr"]:.2e}'}
-            if hasattr(task, 'phase'):
-                postfix['phase'] = task.phase
-            bar.set_postfix(postfix)
+            bar.set_postfix({'loss': f'{loss.item():.4f}', 'lr': f'{optimizer.param_groups[0]["lr"]:.2e}',
+                             **task.log_state()})
+    state.epoch_progress = None
     # Average the training loss over ranks so every process logs the same number.
     mean = accelerator.reduce(torch.tensor([loss_sum.item(), loss_count], device=accelerator.device), 'sum')
-    return {'train_loss': (mean[0] / mean[1].clamp(min=1)).item(), 'num_updates': num_updates,
-            'epoch_seconds': time.time() - start, 'lr': optimizer.param_groups[0]['lr']}
+    return {'train_loss': (mean[0] / mean[1].clamp(min=1)).item(), 'num_updates': state.num_updates,
+            'epoch_seconds': time.time() - start, 'epoch_cpu_seconds': time.process_time() - cpu_start,
+            'lr': optimizer.param_groups[0]['lr']}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -182,11 +197,7 @@ def use_deterministic_kernels() -> None:
 
 def run(args, args_text: str) -> Dict[str, Any]:
     check_args(args)
-    method: Dict[str, Any] = {'name': 'baseline'}
-    if args.mile:
-        from timm_multilabel.mile import check_mile_args, mile_kwargs_from_args
-        check_mile_args(args)
-        method = {'name': 'mile', **mile_kwargs_from_args(args)}
+    method = describe_method(args)
     output_dir = resolve_output_dir(args)
 
     if args.deterministic:
@@ -262,11 +273,8 @@ def run(args, args_text: str) -> Dict[str, Any]:
     collate_fn = None
     dense_targets = False
     if args.relabel_maps:
-        from timm_multilabel.training.relabel import build_relabel_training
         dataset_train, collate_fn = build_relabel_training(args, dataset_train, train_transform_kwargs, num_classes)
         dense_targets = True
-        method = {**method, 'name': 'mile+relabel' if args.mile else 'relabel', 'maps': args.relabel_maps,
-                  'fill': args.relabel_fill, 'mode': args.relabel_mode}
     else:
         dataset_train.transform = create_transform(
             is_training=True, no_aug=args.no_aug, **train_transform_kwargs)
@@ -284,12 +292,10 @@ def run(args, args_text: str) -> Dict[str, Any]:
         raise UserError(f'the training set has {len(dataset_train)} samples, fewer than one batch of '
                         f'{args.batch_size} per process; lower --batch-size')
 
-    # ---- loss, optimizer, schedule ----
-    mixup_fn = build_mixup(args, num_classes, dense_targets)
-    sigmoid_model = args.bce_loss or args.mile
-    soft_targets = mixup_fn is not None or dense_targets
-    criterion = create_loss('bce' if sigmoid_model else 'cross_entropy', smoothing=args.smoothing,
-                            soft_targets=soft_targets, target_threshold=args.bce_target_thresh)
+    # ---- loss, task, optimizer, schedule ----
+    mixup_fn = build_target_transform(args, num_classes, dense_targets)
+    criterion = create_loss(loss_name(args), smoothing=args.smoothing, soft_targets=mixup_fn is not None or dense_targets,
+                            target_threshold=args.bce_target_thresh)
     args.lr = scaled_lr(args, accelerator.num_processes)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args))
 
@@ -297,52 +303,25 @@ def run(args, args_text: str) -> Dict[str, Any]:
     updates_per_epoch = math.ceil(len(loader_train) / args.grad_accum_steps)
     scheduler, _ = create_scheduler_v2(optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
 
-    if args.mile:
-        task = create_task('mile', model=model, criterion=criterion, num_classes=num_classes,
-                           autocast=accelerator.autocast, device=accelerator.device, **mile_kwargs_from_args(args))
-        task.attach_optimizer(optimizer)  # --mile-student separate gives the student its own optimizer state
-    else:
-        task = ClassificationTask(model, criterion=criterion, device=accelerator.device, verbose=False)
+    task = create_task(
+        task_name(args), model=model, criterion=criterion, num_classes=num_classes, autocast=accelerator.autocast,
+        device=accelerator.device, **task_kwargs(args))
+    task.attach_optimizer(optimizer)
     if args.model_ema:
-        task.trainable_module_ema = ModelEmaV3(
-            accelerator.unwrap_model(model), decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
+        task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
 
     # ---- resume ----
     keeper = CheckpointKeeper(output_dir, decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist)
-    start_epoch, num_updates, history = 0, 0, []
-    resume_progress: Optional[Dict[str, Any]] = None
+    state = TrainState()
     if args.resume:
-        resume_path = resolve_resume_path(args.resume)
-        ckpt = load_checkpoint_file(resume_path)
-        try:
-            task.load_checkpoint_state(ckpt['state_dict'], ckpt.get('task_state'))
-            if args.model_ema and 'state_dict_ema' in ckpt:
-                task.get_trainable_module(ema=True).module.load_state_dict(ckpt['state_dict_ema'])
-            if not args.no_resume_opt:
-                optimizer.load_state_dict(ckpt['optimizer'])
-                scheduler.load_state_dict(ckpt['scheduler'])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise UserError(f'checkpoint {resume_path}: does not fit this run ({str(e).splitlines()[0][:200]})')
-        start_epoch = ckpt['epoch'] + 1
-        num_updates = ckpt.get('num_updates', start_epoch * updates_per_epoch)
-        resume_progress = ckpt.get('epoch_progress')
-        if resume_progress is not None and resume_progress['batches'] >= len(loader_train):
-            raise UserError(f'--resume: the checkpoint is {resume_progress["batches"]} batches into epoch '
-                            f'{resume_progress["epoch"]}, which has only {len(loader_train)} batches with these flags '
-                            f'(did --batch-size or the data change?)')
-        rank_rng = ckpt['rng'][min(accelerator.process_index, len(ckpt['rng']) - 1)] if 'rng' in ckpt else None
-        if resume_progress is not None and rank_rng is not None:
-            resume_progress = {**resume_progress, 'rng': rank_rng}
-        history = list(ckpt.get('history', []))
-        keeper.load_state(ckpt.get('keeper'))
-        if rank_rng is not None:
-            set_rng_state(rank_rng)
-        _logger.info(f'resumed from {resume_path} at epoch {start_epoch}'
-                     + (f', batch {resume_progress["batches"]}' if resume_progress else ''))
+        state = resume_run(args.resume, task, optimizer, scheduler, keeper, accelerator.process_index,
+                           batches_per_epoch=len(loader_train), updates_per_epoch=updates_per_epoch,
+                           restore_optimizer=not args.no_resume_opt)
     if args.start_epoch is not None:
-        start_epoch = args.start_epoch
-    if start_epoch > 0:
-        scheduler.step(start_epoch)
+        state.epoch = args.start_epoch
+    if state.epoch > 0:
+        scheduler.step(state.epoch)
+    checkpoints = RunCheckpoints(accelerator, keeper, task, optimizer, scheduler, args)
 
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -352,88 +331,56 @@ def run(args, args_text: str) -> Dict[str, Any]:
             f'samples, {num_classes} classes, input {tuple(data_config["input_size"])}, {accelerator.num_processes} '
             f'process(es) on {accelerator.device}, method {method["name"]}, lr {args.lr:.3g}, output {output_dir}')
 
-    probs_kind = 'sigmoid' if sigmoid_model else 'softmax'
-    train_seconds = sum(r.get('epoch_seconds', 0.0) for r in history)
-    eval_metrics: Dict[str, Any] = history[-1] if history else {}
-
-    def checkpoint_state(epoch: int, metric: Optional[float]) -> Dict[str, Any]:
-        """timm's checkpoint keys plus what an exact resume needs (collective: every rank calls it)."""
-        gathered_rng = accelerator.gather_for_metrics([rng_state()], use_gather_object=True) \
-            if accelerator.num_processes > 1 else [rng_state()]
-        if not is_main:
-            return {}
-        ckpt = {
-            'epoch': epoch, 'arch': args.model, 'version': 2, 'num_updates': num_updates,
-            'args': vars(args), 'metric': metric, 'history': history, 'rng': gathered_rng,
-            'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-            **task.get_checkpoint_state(),
-        }
-        if args.model_ema:
-            ckpt.update(task.get_checkpoint_state(ema=True))
-        return ckpt
-
-    def save_progress(progress: Dict[str, Any], updates: int) -> None:
-        nonlocal num_updates
-        num_updates = updates
-        # 'epoch' stays the last finished one (timm's meaning); the unfinished epoch is in epoch_progress
-        ckpt = checkpoint_state(epoch - 1, None)
-        if is_main:
-            ckpt['epoch_progress'] = {'epoch': epoch, **progress}
-            keeper.save_last(ckpt)
-
-    for epoch in range(start_epoch, args.epochs):
+    probs_kind = output_activation(criterion)
+    eval_metrics: Dict[str, Any] = state.history[-1] if state.history else {}
+    for epoch in range(state.epoch, args.epochs):
+        state.epoch = epoch
         loader_train.set_epoch(epoch)
         train_samples.set_epoch(epoch)
-        train_stats = train_one_epoch(epoch, task, model, loader_train, optimizer, scheduler, accelerator, args,
-                                      mixup_fn, num_updates, progress=resume_progress, save_progress=save_progress)
-        resume_progress = None
-        num_updates = train_stats['num_updates']
-        train_seconds += train_stats['epoch_seconds']
+        train_stats = train_one_epoch(state, task, loader_train, optimizer, scheduler, accelerator, args, mixup_fn,
+                                      checkpoints)
         scheduler.step(epoch + 1, eval_metrics.get(args.eval_metric))
 
-        eval_model = task.get_eval_model(ema=args.model_ema) if args.model_ema else model
-        eval_metrics = evaluate(eval_model, loader_eval, accelerator, real_labels, probs_kind,
-                                autocast=accelerator.autocast, channels_last=args.channels_last)
-        row = {'epoch': epoch, **train_stats, 'eval_loss': eval_metrics['loss'],
-               **{k: eval_metrics.get(k) for k in METRIC_KEYS}}
-        if hasattr(task, 'state_summary'):
-            row.update({f'mile_{k}': v for k, v in task.state_summary().items() if k in ('generation', 'phase')})
-        history.append(row)
-        metric = eval_metrics.get(args.eval_metric) if args.eval_metric != 'loss' else eval_metrics['loss']
-
-        ckpt = checkpoint_state(epoch, metric)
+        eval_metrics = evaluate(task.get_eval_model(ema=args.model_ema), loader_eval, accelerator, real_labels,
+                                probs_kind, autocast=accelerator.autocast, channels_last=args.channels_last)
+        state.history.append({
+            'epoch': epoch, **train_stats, 'eval_loss': eval_metrics['loss'],
+            **{k: eval_metrics.get(k) for k in METRIC_KEYS},
+            **{f'{task.name}_{k}': v for k, v in task.log_state().items()}})
+        metric = eval_metrics['loss'] if args.eval_metric == 'loss' else eval_metrics.get(args.eval_metric)
+        checkpoints.save_epoch(state, metric)
         if is_main:
-            keeper.save(ckpt, epoch, metric)
-            write_epoch_log(output_dir / 'summary.csv', history)
-            plot_curves(output_dir / 'curves.png', history, title=f'{args.model} on {args.dataset or "images"}')
+            write_epoch_log(output_dir / 'summary.csv', state.history)
+            plot_curves(output_dir / 'curves.png', state.history, title=f'{args.model} on {args.dataset or "images"}')
             _logger.info(
                 f'epoch {epoch}: train loss {train_stats["train_loss"]:.4f}  ' + '  '.join(
                     f'{k} {eval_metrics[k]:.2f}' for k in METRIC_KEYS if eval_metrics.get(k) is not None))
         accelerator.wait_for_everyone()
 
     # The shipped weights are the best epoch's by --eval-metric; report that epoch's numbers.
-    best_row = next((r for r in history if r['epoch'] == keeper.best_epoch), None) or eval_metrics
+    best_row = next((r for r in state.history if r['epoch'] == keeper.best_epoch), None) or eval_metrics
     summary = {
         'metrics': {k: best_row.get(k) for k in METRIC_KEYS},
         'last_metrics': {k: eval_metrics.get(k) for k in METRIC_KEYS},
         'world_size': accelerator.num_processes,
         'eval_samples': eval_metrics.get('eval_samples'),
         'test_size': len(dataset_eval),
-        'train_seconds': train_seconds,
+        'train_seconds': state.total('epoch_seconds'),
+        'train_cpu_seconds': state.total('epoch_cpu_seconds'),
         'epochs': args.epochs,
-        'num_updates': num_updates,
+        'num_updates': state.num_updates,
         'method': method,
         'best': {'metric': args.eval_metric, 'value': keeper.best_metric, 'epoch': keeper.best_epoch},
         'args': vars(args),
     }
-    if hasattr(task, 'state_summary'):
-        summary['mile'] = {k: v for k, v in task.state_summary().items() if k in ('generation', 'phase')}
+    if task.log_state():
+        summary[task.name] = task.log_state()
     if is_main:
         write_json(output_dir / 'summary.json', summary)
         _save_model_folder(args, output_dir, keeper, accelerator.unwrap_model(model), num_classes,
                            get_class_names(dataset_train), data_config, summary, method)
         print(results_table(summary['metrics'], {
-            'train seconds': f'{train_seconds:.1f}', 'eval samples': summary['eval_samples'],
+            'train seconds': f'{summary["train_seconds"]:.1f}', 'eval samples': summary['eval_samples'],
             'processes': accelerator.num_processes}))
         print(f'output: {output_dir}')
     accelerator.wait_for_everyone()
@@ -443,10 +390,6 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
 def _save_model_folder(args, output_dir, keeper, model, num_classes, class_names, data_config, summary, method):
     """The Hugging Face model folder (best weights by --eval-metric, EMA when enabled); optional push."""
-    try:
-        from timm_multilabel.hub import push_model_folder, save_model_folder
-    except ImportError:
-        return
     best_path = output_dir / 'model_best.pth.tar'
     state_dict = None
     if best_path.is_file():

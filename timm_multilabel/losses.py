@@ -5,7 +5,7 @@ They are timm's own losses; this module only names them in our registry so that
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch.nn as nn
 from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -35,3 +35,9 @@ def bce(
         smoothing=0.0 if soft_targets else smoothing,
         target_threshold=target_threshold,
     )
+
+
+def output_activation(criterion: Any) -> str:
+    """``'sigmoid'`` for a binary cross-entropy criterion (torch's, timm's or a subclass), else
+    ``'softmax'``: how evaluation turns the model's logits into probabilities."""
+    return 'sigmoid' if isinstance(criterion, (nn.BCEWithLogitsLoss, BinaryCrossEntropy)) else 'softmax'

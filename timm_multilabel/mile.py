@@ -1,7 +1,8 @@
 """MILe: multi-label iterated learning as a timm training task.
 
 Algorithm 1 of Rajeswar et al., "Multi-label Iterated Learning for Image Classification with
-Label Ambiguity" (CVPR 2022), as a :class:`timm.task.TrainingTask`:
+Label Ambiguity" (CVPR 2022), as a :class:`timm.task.TrainingTask` (through
+:class:`timm_multilabel.task.LoopTask`, whose hooks train.py's loop calls):
 
 * **teacher phase** (``kt`` optimizer updates): the model trains with sigmoid BCE on the given
   targets (class indices become one-hot; dense ``[B, C]`` targets from Mixup/CutMix or
@@ -21,8 +22,8 @@ Which weights the student starts from (``student=``):
   optimizer state as they were when the teacher phase began) and imitates the teacher. Costs
   one more copy of the weights (and of the optimizer state) during teacher phases.
 
-The training loop calls :meth:`MILeTask.step` once after every optimizer update (with gradient
-accumulation: once per update, not per micro-batch)::
+The training loop calls :meth:`MILeTask.step` (the loop protocol's ``after_update``) once after
+every optimizer update (with gradient accumulation: once per update, not per micro-batch)::
 
     task = MILeTask(model, kt=300, ks=100, rho=0.25, autocast=amp_autocast)
     optimizer = create_optimizer_v2(task.get_trainable_module(), ...)
@@ -53,11 +54,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.loss import BinaryCrossEntropy
-from timm.task import TrainingTask
 from timm.utils.model import unwrap_model
 
 from .errors import UserError
 from .registry import register_task
+from .task import LoopTask
 
 _logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _elementwise_bce(crit: Any) -> Optional[Callable[[torch.Tensor, torch.Tensor
     return None
 
 
-class MILeTask(TrainingTask):
+class MILeTask(LoopTask):
     """Multi-label iterated learning (MILe): alternating teacher/student phases on one model.
 
     Args:
@@ -157,6 +158,8 @@ class MILeTask(TrainingTask):
     sample: no loss in the teacher phase, the teacher's pseudo-labels only in the student phase),
     or dense float ``[B, C]`` (every row is labeled; an all-zero row means "no class").
     """
+
+    name = 'mile'
 
     def __init__(
             self,
@@ -306,8 +309,16 @@ class MILeTask(TrainingTask):
             return True
         return False
 
+    def after_update(self) -> None:
+        """The loop's hook after each optimizer update: :meth:`step`."""
+        self.step()
+
+    def log_state(self) -> Dict[str, Any]:
+        """Generation and phase, logged each epoch and written to summary.json as ``mile``."""
+        return {'generation': self.generation, 'phase': self.phase}
+
     def state_summary(self) -> Dict[str, Any]:
-        """Schedule state for logs and summary.json (plain Python values)."""
+        """The whole schedule state and settings (plain Python values)."""
         return {
             'generation': self.generation,
             'phase': self.phase,

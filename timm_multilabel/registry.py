@@ -25,6 +25,8 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Callable, Dict, List, Optional
 
+from .errors import UserError
+
 _logger = logging.getLogger(__name__)
 
 PLUGIN_GROUP = 'timm_multilabel.plugins'
@@ -80,7 +82,7 @@ class Registry:
     def get(self, name: str) -> Callable[..., Any]:
         _ensure_loaded()
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} '{name}'; available: {', '.join(self.names()) or 'none'}")
+            raise UserError(f"unknown {self.kind} '{name}'; available: {', '.join(self.names()) or 'none'}")
         return self._entries[name]
 
     def create(self, name: str, **kwargs) -> Any:
@@ -94,6 +96,7 @@ class Registry:
 # Modules whose import registers the built-in entries (they live beside what they create).
 BUILTIN_MODULES = (
     'timm_multilabel.losses',
+    'timm_multilabel.task',
     'timm_multilabel.mixing',
     'timm_multilabel.mile',
     'timm_multilabel.relabel.collate',

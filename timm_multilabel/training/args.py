@@ -15,7 +15,9 @@ import yaml
 from timm.utils import ParseKwargs
 
 from ..errors import UserError
-from ..mile import add_mile_arguments
+from ..metrics import METRIC_KEYS
+from ..mile import add_mile_arguments, check_mile_args, mile_kwargs_from_args
+from ..registry import LOSSES, PLUGIN_GROUP, TARGET_TRANSFORMS, TASKS
 
 # Settings that make the built-in data train well in minutes on a CPU; any flag or YAML key
 # overrides them. Models train from scratch on the 48x48 grids (16-pixel digits) resized to 32 px.
@@ -142,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--jsd-loss', action='store_true', default=False,
                    help='Jensen-Shannon divergence + CE (timm flag; needs --aug-splits, not supported here)')
 
+    g = _group(parser, 'Plugins (registered losses, target transforms and tasks)')
+    g.add_argument('--loss', default=None, metavar='NAME',
+                   help='registered loss (timm_multilabel.list_losses(), plugins included); default: bce with '
+                        '--bce-loss or --mile, else cross_entropy')
+    g.add_argument('--target-transform', default='mixup', metavar='NAME',
+                   help='registered batch target transform, created with the --mixup/--cutmix arguments '
+                        '(timm_multilabel.list_target_transforms())')
+    g.add_argument('--task', default=None, metavar='NAME',
+                   help='registered training task (timm_multilabel.list_tasks()); default: mile with --mile, '
+                        'else classification')
+    g.add_argument('--task-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+                   help='extra keyword arguments for the task factory')
+
     g = _group(parser, 'Model EMA')
     g.add_argument('--model-ema', action='store_true', default=False, help='track an EMA of model weights')
     g.add_argument('--model-ema-decay', type=float, default=0.9998, help='EMA decay')
@@ -251,9 +266,30 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f'--amp-dtype {args.amp_dtype}: expected float16 or bfloat16')
     if len(args.scale) != 2 or len(args.ratio) != 2:
         raise UserError('--scale and --ratio take two numbers each')
-    if args.eval_metric not in ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP',
-                                'loss'):
-        raise UserError(f'--eval-metric {args.eval_metric}: expected top1, real_acc, real_f1@0.25, real_f1@0.5, '
-                        f'label_coverage@0.25, mAP or loss')
+    if args.eval_metric not in (*METRIC_KEYS, 'loss'):
+        raise UserError(f'--eval-metric {args.eval_metric}: expected {", ".join(METRIC_KEYS)} or loss')
     if args.relabel_mode != 'local' and not args.relabel_maps:
         raise UserError(f'--relabel-mode {args.relabel_mode} needs --relabel-maps')
+    check_mile_args(args)
+    for flag, registry, name in (('--loss', LOSSES, args.loss), ('--task', TASKS, args.task),
+                                 ('--target-transform', TARGET_TRANSFORMS, args.target_transform)):
+        if name is not None and name not in registry:
+            raise UserError(f'{flag} {name}: unknown; available: {", ".join(registry.names())} '
+                            f'(plugins register more through the entry-point group {PLUGIN_GROUP})')
+    if args.mile and args.task not in (None, 'mile'):
+        raise UserError(f'--mile selects the mile task; --task {args.task} does not apply')
+
+
+def loss_name(args: argparse.Namespace) -> str:
+    """The registered loss train.py creates: ``--loss``, else ``bce`` for sigmoid training."""
+    return args.loss or ('bce' if args.bce_loss or args.mile else 'cross_entropy')
+
+
+def task_name(args: argparse.Namespace) -> str:
+    """The registered task train.py creates: ``--task``, else ``mile`` or ``classification``."""
+    return args.task or ('mile' if args.mile else 'classification')
+
+
+def task_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    """Task factory arguments from the flags: ``--mile*`` for MILe, plus ``--task-kwargs``."""
+    return {**(mile_kwargs_from_args(args) if args.mile else {}), **args.task_kwargs}

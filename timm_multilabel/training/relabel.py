@@ -6,8 +6,9 @@ from typing import Any, Callable, Dict, Tuple
 from torch.utils.data import Dataset
 
 from ..data import get_image_ids
+from ..registry import create_target_transform
 from ..relabel.boxed_dataset import BoxedDataset
-from ..relabel.collate import LabelPoolingCollate, check_maps_cover
+from ..relabel.collate import check_maps_cover
 from ..relabel.store import load_label_maps
 from ..relabel.transforms import create_box_transform
 
@@ -38,5 +39,6 @@ def build_relabel_training(
     dataset_train.transform = None
     boxed = BoxedDataset(dataset_train, create_box_transform(**transform_kwargs), image_ids=image_ids)
     global_pool, hard = RELABEL_MODES[args.relabel_mode]
-    collate = LabelPoolingCollate(store, num_classes, fill=args.relabel_fill, global_pool=global_pool, hard=hard)
+    collate = create_target_transform('label_pooling', store=store, num_classes=num_classes, fill=args.relabel_fill,
+                                      global_pool=global_pool, hard=hard)
     return boxed, collate
