@@ -24,9 +24,10 @@ student).
 
 Timing: ``train_seconds`` is summary.json's pure training time (wall clock, no start-up, no
 evaluation). On a machine shared with other jobs wall time swings several-fold from epoch to
-epoch, so each run also records the process CPU time of its training epochs
-(``train_cpu_seconds``: train.py's ``train_one_epoch`` timed with ``time.process_time`` by a thin
-wrapper, one thread per run, data loading in-process), which other jobs barely move.
+epoch, so each run also reports the process CPU time of its training epochs
+(``train_cpu_seconds`` in summary.json, per epoch in summary.csv: ``time.process_time`` over the
+training epochs, no evaluation, one thread per run, data loading in-process), which other jobs
+barely move.
 ``overhead`` = MILe / sigmoid training CPU seconds (same model, batch size and number of updates;
 the difference is the teacher's forward on every student batch and the weight copies);
 ``overhead_wall`` is the ratio of ``train_seconds`` and ``overhead_wall_min_epoch`` that of the
@@ -42,26 +43,18 @@ variant for smoke tests (seconds per run; its numbers mean nothing).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _bench import QUIET_RUN, ROOT, fmt, run_train, text_table, train_flags, write_json
+from timm_multilabel.errors import UserError
+from timm_multilabel.fileio import atomic_path
 
-from timm_multilabel.errors import UserError  # noqa: E402
-
-METRIC_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP')
 METHODS = ('softmax', 'sigmoid', 'mile', 'mile-separate')
-TIMED_TRAIN = '--timed-train'  # first argument of the training subprocesses (see timed_train)
 
 # The paper's Table 6 (multi-label MNIST, rho = 0.1): (F1@0.25, F1@0.5).
 PAPER_TABLE6 = {'softmax': (28.69, 28.69), 'sigmoid': (29.10, 28.67), 'mile': (41.35, 34.32),
@@ -93,17 +86,15 @@ QUICK_SWEEP = dict(kt=[2, 4], ks=[2, 4], rho=[0.1, 0.5])
 
 def common_flags(cfg: Dict[str, Any], seed: int) -> List[str]:
     """train.py flags shared by every method (same model, data, seed, schedule, updates)."""
-    return [
-        '--dataset', 'digits-grid', '--model', cfg['model'], '--img-size', str(cfg['img_size']),
-        '--train-num-samples', str(cfg['train_num_samples']), '--val-num-samples', str(cfg['val_num_samples']),
-        '--batch-size', str(cfg['batch_size']), '--epochs', str(cfg['epochs']), '--lr', str(cfg['lr']),
-        '--warmup-epochs', str(cfg['warmup_epochs']), '--sched-on-updates', '--seed', str(seed),
-        '--workers', '0', '--log-interval', '1000000', '--checkpoint-hist', '1',
+    return train_flags(
+        dataset='digits-grid', model=cfg['model'], img_size=cfg['img_size'],
+        train_num_samples=cfg['train_num_samples'], val_num_samples=cfg['val_num_samples'],
+        batch_size=cfg['batch_size'], epochs=cfg['epochs'], lr=cfg['lr'], warmup_epochs=cfg['warmup_epochs'],
+        sched_on_updates=True, seed=seed, **QUIET_RUN,
         # pinned here so that later changes of train.py's digits-grid defaults do not move the benchmark
-        '--val-split', 'test', '--opt', 'adamw', '--weight-decay', '0.05', '--smoothing', '0', '--hflip', '0',
-        '--color-jitter', '0', '--scale', '0.5', '1.0', '--ratio', '0.9', '1.1', '--crop-pct', '1.0',
-        '--interpolation', 'bilinear', '--train-interpolation', 'bilinear',
-    ]
+        val_split='test', opt='adamw', weight_decay=0.05, smoothing=0, hflip=0, color_jitter=0, scale=(0.5, 1.0),
+        ratio=(0.9, 1.1), crop_pct=1.0, interpolation='bilinear', train_interpolation='bilinear',
+    )
 
 
 def method_flags(method: str, cfg: Dict[str, Any]) -> List[str]:
@@ -118,47 +109,8 @@ def method_flags(method: str, cfg: Dict[str, Any]) -> List[str]:
     raise ValueError(f'unknown method {method!r}')
 
 
-def _epoch_column(csv_path: Path, key: str) -> List[float]:
-    with open(csv_path, newline='') as f:
-        return [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
-
-
-def timed_train(argv: Sequence[str]) -> None:
-    """Run train.py's ``main(argv)`` with each epoch's process CPU time added to its log row.
-
-    The row key ``epoch_cpu_seconds`` lands in the run's ``summary.csv``. Nothing else changes.
-    """
-    import train
-    train_one_epoch = train.train_one_epoch
-
-    def timed(*args, **kwargs):
-        start = time.process_time()
-        stats = train_one_epoch(*args, **kwargs)
-        stats['epoch_cpu_seconds'] = time.process_time() - start
-        return stats
-
-    train.train_one_epoch = timed
-    train.main(list(argv))
-
-
-def finished_run_matches(out_dir: Path, flags: Sequence[str]) -> bool:
-    """True when ``out_dir`` holds a finished train.py run (summary.json) whose resolved
-    arguments (args.yaml) equal those that ``flags`` resolve to."""
-    import yaml
-    from timm_multilabel.training.args import parse_args
-
-    if not (out_dir / 'summary.json').is_file() or not (out_dir / 'args.yaml').is_file():
-        return False
-    if not (out_dir / 'summary.csv').is_file():
-        return False
-    expected, _ = parse_args([*flags, '--output', str(out_dir), '--overwrite'])
-    saved = yaml.safe_load((out_dir / 'args.yaml').read_text()) or {}
-    return all(saved.get(k) == v for k, v in vars(expected).items() if k not in ('output', 'overwrite'))
-
-
-def run_train(flags: Sequence[str], out_dir: Path, threads: int = 1, timeout: Optional[float] = None,
-              reuse: bool = False) -> Dict[str, Any]:
-    """Run ``train.py FLAGS --output OUT_DIR`` in a subprocess; return one result row.
+def train_method(flags: Sequence[str], out_dir: Path, threads: int = 1, reuse: bool = False) -> Dict[str, Any]:
+    """Run ``train.py FLAGS`` (see ``_bench.run_train``); return one result row.
 
     The row holds the FINAL model's metrics (``METRIC_KEYS``, summary.json's ``last_metrics``:
     summary.json's ``metrics`` are those of the best epoch by top-1 on the test split, a choice
@@ -167,34 +119,21 @@ def run_train(flags: Sequence[str], out_dir: Path, threads: int = 1, timeout: Op
     With ``reuse``, a finished run in ``out_dir`` with the same resolved arguments is read
     instead of trained again.
     """
-    env = dict(os.environ)
-    env.update({
-        'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'HF_HUB_OFFLINE': '1',
-        'HF_DATASETS_OFFLINE': '1', 'TQDM_DISABLE': '1', 'PYTHONUNBUFFERED': '1',
-    })
-    cmd = [sys.executable, str(Path(__file__).resolve()), TIMED_TRAIN, *flags, '--output', str(out_dir), '--overwrite']
-    start = time.time()
-    reused = reuse and finished_run_matches(out_dir, flags)
-    if not reused:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f'train.py exited {proc.returncode}: {" ".join(flags)}\n{proc.stderr[-4000:]}')
-    with open(out_dir / 'summary.json') as f:
-        summary = json.load(f)
-    metrics = summary.get('last_metrics') or summary['metrics']
-    epochs = _epoch_column(out_dir / 'summary.csv', 'epoch_seconds')
-    cpu = _epoch_column(out_dir / 'summary.csv', 'epoch_cpu_seconds')
-    row: Dict[str, Any] = {k: metrics.get(k) for k in METRIC_KEYS}
+    run = run_train(flags, out_dir, threads, reuse=reuse)
+    summary = run.summary
+    epochs = run.epoch_column('epoch_seconds')
+    cpu = run.epoch_column('epoch_cpu_seconds')
+    row: Dict[str, Any] = dict(run.metrics)
     row.update(
         train_seconds=float(summary['train_seconds']),
-        train_cpu_seconds=sum(cpu),
+        train_cpu_seconds=float(summary['train_cpu_seconds']),
         epoch_seconds=epochs,
         epoch_cpu_seconds=cpu,
         epoch_seconds_min=min(epochs) if epochs else float(summary['train_seconds']),
         num_updates=int(summary['num_updates']),
         eval_samples=summary.get('eval_samples'),
-        wall_seconds=None if reused else time.time() - start,
-        reused=reused,
+        wall_seconds=run.wall_seconds,
+        reused=run.reused,
     )
     if 'mile' in summary:
         row['mile'] = summary['mile']
@@ -210,7 +149,7 @@ def _test_logits(run_dir: Path, cfg: Dict[str, Any], seed: int):
     from timm.data import create_transform, resolve_data_config
     from timm.models import create_model
     from timm_multilabel.data import create_dataset
-    from timm_multilabel.training.checkpoint import load_checkpoint_file
+    from timm_multilabel.checkpoint_files import load_checkpoint_file
 
     args = yaml.safe_load((run_dir / 'args.yaml').read_text())
     model = create_model(cfg['model'], num_classes=10)
@@ -348,12 +287,6 @@ def reference_rows(cfg: Dict[str, Any], seed: int) -> Dict[str, Dict[str, float]
 
 # ----------------------------------------------------------------------------------- table
 
-def _fmt(v: Any, spec: str = '.2f') -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return '-'
-    return format(v, spec)
-
-
 def format_table(result: Dict[str, Any]) -> str:
     """The Table-6 style comparison as aligned text (ours beside the paper's)."""
     header = ['method', 'top-1', 'F1@0.25', 'paper', 'F1@0.5', 'paper', 'coverage', 'mAP', 'train CPU s',
@@ -362,18 +295,14 @@ def format_table(result: Dict[str, Any]) -> str:
     for m in METHODS:
         r = result[m]
         paper = PAPER_TABLE6[m]
-        rows.append([m, _fmt(r['top1']), _fmt(r['real_f1@0.25']), _fmt(paper[0]), _fmt(r['real_f1@0.5']),
-                     _fmt(paper[1]), _fmt(r['label_coverage@0.25']), _fmt(r['mAP']),
-                     _fmt(r['train_cpu_seconds'], '.1f'), _fmt(r['train_seconds'], '.1f')])
+        rows.append([m, fmt(r['top1']), fmt(r['real_f1@0.25']), fmt(paper[0]), fmt(r['real_f1@0.5']),
+                     fmt(paper[1]), fmt(r['label_coverage@0.25']), fmt(r['mAP']),
+                     fmt(r['train_cpu_seconds'], '.1f'), fmt(r['train_seconds'], '.1f')])
     for name, ref in result.get('reference', {}).items():
         if isinstance(ref, dict):
-            rows.append([f'({name})', '-', _fmt(ref['real_f1@0.25']), '-', _fmt(ref['real_f1@0.5']), '-',
-                         _fmt(ref['label_coverage@0.25']), '-', '-', '-'])
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ['  '.join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
-    lines.append('  '.join('-' * w for w in widths))
-    for row in rows:
-        lines.append('  '.join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths))))
+            rows.append([f'({name})', '-', fmt(ref['real_f1@0.25']), '-', fmt(ref['real_f1@0.5']), '-',
+                         fmt(ref['label_coverage@0.25']), '-', '-', '-'])
+    lines = [text_table(header, rows)]
     lines += ['', 'final models at other thresholds (diagnostic; precision/recall per image, mean):']
     diag_header = ['method'] + [f'F1/P/R/cov @{t:g}' for t in DIAG_THRESHOLDS]
     diag_rows = []
@@ -383,9 +312,7 @@ def format_table(result: Dict[str, Any]) -> str:
             diag_rows.append([m] + [f"{d[f'{t:g}']['real_f1']:.1f}/{d[f'{t:g}']['precision']:.0f}/"
                                     f"{d[f'{t:g}']['recall']:.0f}/{d[f'{t:g}']['coverage']:.1f}"
                                     for t in DIAG_THRESHOLDS])
-    widths = [max(len(str(x)) for x in col) for col in zip(diag_header, *diag_rows)]
-    for row in [diag_header] + diag_rows:
-        lines.append('  '.join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths))))
+    lines.append(text_table(diag_header, diag_rows))
     t = result['targets']
     refs = result.get('reference', {})
     lines += [
@@ -399,7 +326,7 @@ def format_table(result: Dict[str, Any]) -> str:
         f"{result['overhead_interleaved']['student_step_ratio']:.2f}x a BCE update -> expected overhead "
         f"{result['overhead_interleaved']['overhead']:.3f} at kt={result['config']['kt']}, ks={result['config']['ks']}",
         f"targets met: {'yes' if t['met'] else 'NO'}; true labels per test image: "
-        f"{_fmt(refs.get('true_labels_per_image'))}; top-1 is against the single (noisy) label",
+        f"{fmt(refs.get('true_labels_per_image'))}; top-1 is against the single (noisy) label",
     ]
     return '\n'.join(lines)
 
@@ -424,7 +351,7 @@ def run_sweep(cfg: Dict[str, Any], grid: Dict[str, List], seed: int, work: Path,
         f1_row, cov_row, top_row = [], [], []
         for ks in grid['ks']:
             r = run_train(base + method_flags('mile', {**cfg, 'kt': kt, 'ks': ks}), work / f'kt{kt}_ks{ks}', threads,
-                          reuse=reuse)
+                          reuse=reuse).metrics
             log(f"  kt={kt:<4d} ks={ks:<4d} rho={cfg['rho']}: F1@0.25 {r['real_f1@0.25']:.2f}  "
                 f"coverage {r['label_coverage@0.25']:.2f}  top-1 {r['top1']:.2f}")
             f1_row.append(r['real_f1@0.25'])
@@ -436,7 +363,8 @@ def run_sweep(cfg: Dict[str, Any], grid: Dict[str, List], seed: int, work: Path,
     rho = {'rho': list(grid['rho']), 'kt': cfg['kt'], 'ks': cfg['ks'], 'real_f1@0.25': [], 'real_f1@0.5': [],
            'top1': [], 'label_coverage@0.25': []}
     for value in grid['rho']:
-        r = run_train(base + method_flags('mile', {**cfg, 'rho': value}), work / f'rho{value}', threads, reuse=reuse)
+        r = run_train(base + method_flags('mile', {**cfg, 'rho': value}), work / f'rho{value}', threads,
+                      reuse=reuse).metrics
         log(f"  kt={cfg['kt']:<4d} ks={cfg['ks']:<4d} rho={value}: F1@0.25 {r['real_f1@0.25']:.2f}  "
             f"coverage {r['label_coverage@0.25']:.2f}  top-1 {r['top1']:.2f}")
         for k in ('real_f1@0.25', 'real_f1@0.5', 'top1', 'label_coverage@0.25'):
@@ -444,24 +372,10 @@ def run_sweep(cfg: Dict[str, Any], grid: Dict[str, List], seed: int, work: Path,
     return {'kt_ks': kt_ks, 'rho': rho}
 
 
-def _umask_mode() -> int:
-    """Mode a plain ``open(path, 'w')`` would give (mkstemp's files are private, 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _save_figure(fig, path: Path) -> None:
     """Atomic PNG write (temp file in the same folder, then os.replace)."""
-    fd, tmp = tempfile.mkstemp(suffix='.png.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, _umask_mode())
+    with atomic_path(path, suffix='.png') as tmp:
         fig.savefig(tmp, format='png', dpi=120, bbox_inches='tight')
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def plot_sweep(sweep: Dict[str, Any], out_dir: Path, baselines: Optional[Dict[str, float]] = None,
@@ -531,19 +445,6 @@ def plot_sweep(sweep: Dict[str, Any], out_dir: Path, baselines: Optional[Dict[st
 
 # ------------------------------------------------------------------------------------ main
 
-def write_json(path: Path, data: Dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(suffix='.json.tmp', dir=path.parent)
-    try:
-        os.chmod(tmp, _umask_mode())
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=2)
-            f.write('\n')
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -595,8 +496,8 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         result: Dict[str, Any] = {}
         for method in METHODS:
             print(f'[{method}] train.py {" ".join(base + method_flags(method, cfg))}', flush=True)
-            result[method] = run_train(base + method_flags(method, cfg), work / method, args.threads,
-                                       reuse=args.reuse)
+            result[method] = train_method(base + method_flags(method, cfg), work / method, args.threads,
+                                          reuse=args.reuse)
             result[method]['thresholds'] = threshold_diagnostics(
                 work / method, cfg, args.seed, 'softmax' if method == 'softmax' else 'sigmoid',
                 result[method]['real_f1@0.25'])
@@ -629,10 +530,6 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == [TIMED_TRAIN]:
-        timed_train(argv[1:])
-        return 0
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
