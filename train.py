@@ -294,8 +294,8 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
     # ---- loss, task, optimizer, schedule ----
     mixup_fn = build_target_transform(args, num_classes, dense_targets)
-    criterion = create_loss(loss_name(args), smoothing=args.smoothing, soft_targets=mixup_fn is not None or dense_targets,
-                            target_threshold=args.bce_target_thresh)
+    criterion = create_loss(loss_name(args), smoothing=args.smoothing, target_threshold=args.bce_target_thresh,
+                            soft_targets=mixup_fn is not None or dense_targets)
     args.lr = scaled_lr(args, accelerator.num_processes)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args))
 
