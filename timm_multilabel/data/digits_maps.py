@@ -18,9 +18,7 @@ annotator that writes real (non-oracle) maps: :mod:`timm_multilabel.training.dig
 """
 from __future__ import annotations
 
-import importlib
 import math
-import warnings
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -124,21 +122,3 @@ def cell_accuracy(dataset: Any, scores: Tensor, classes: Tensor, indices: Option
         out['distractor_cells'] = float(right[dis].float().mean() * 100) if bool(dis.any()) else float('nan')
     return out
 
-
-# Names that moved up a layer (issue 11). They resolve, with a DeprecationWarning, only until
-# tests/test_relabel_train.py and tests/test_cuda.py import them from their new modules; then delete this.
-_MOVED = {
-    'write_maps_folder': 'timm_multilabel.relabel.writer',
-    'write_oracle_maps': 'timm_multilabel.relabel.digit_maps',
-    'write_machine_maps': 'timm_multilabel.relabel.digit_maps',
-    'load_digit_classifier': 'timm_multilabel.relabel.digit_maps',
-    'train_digit_classifier': 'timm_multilabel.training.digit_annotator',
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        warnings.warn(f'timm_multilabel.data.digits_maps.{name} moved to {_MOVED[name]}.{name}',
-                      DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
