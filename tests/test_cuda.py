@@ -10,7 +10,7 @@ from torchvision.ops import roi_align
 
 from timm_multilabel import label_pool
 from timm_multilabel.data.digits_grid import DigitsGrid
-from timm_multilabel.data.digits_maps import write_oracle_maps
+from timm_multilabel.relabel.digit_maps import write_oracle_maps
 from timm_multilabel.relabel.pooling import densify_label_map, map_rois
 
 pytestmark = [pytest.mark.cuda,

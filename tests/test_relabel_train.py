@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from timm_multilabel.data.digits_grid import DigitsGrid
-from timm_multilabel.data.digits_maps import oracle_maps, write_maps_folder, write_oracle_maps
+from timm_multilabel.data.digits_maps import oracle_maps
 from timm_multilabel.errors import UserError
+from timm_multilabel.relabel.digit_maps import write_oracle_maps
+from timm_multilabel.relabel.writer import write_maps_folder
 from timm_multilabel.training.relabel import build_relabel_training
 
 N_TRAIN = 64
