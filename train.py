@@ -4,7 +4,7 @@
 timm's train.py flags with timm's meanings, on Hugging Face Accelerate:
 
     python train.py                                    # small ResNet on built-in digits-grid
-    python train.py --mile --mile-kt 60 --mile-ks 30 --mile-rho 0.1
+    python train.py --mile --mile-kt 60 --mile-ks 15 --mile-rho 0.1
     python train.py --data-dir /imagenet --dataset '' --model resnet50 --relabel-maps org/relabel-maps
     accelerate launch train.py -c config.yaml           # many GPUs / nodes
 
@@ -41,12 +41,13 @@ from timm_multilabel.logs import setup_logging
 from timm_multilabel.method import describe_method
 from timm_multilabel.task import LoopTask
 from timm_multilabel.losses import output_activation
-from timm_multilabel.training.args import check_args, loss_name, parse_args, task_kwargs, task_name
+from timm_multilabel.training.args import check_args, loss_kwargs, loss_name, parse_args, task_kwargs, task_name
 from timm_multilabel.checkpoint_files import load_checkpoint_file
 from timm_multilabel.training.checkpoint import CheckpointKeeper, set_rng_state
 from timm_multilabel.training.evaluate import IndexedDataset, evaluate
 from timm_multilabel.training.relabel import build_relabel_training
-from timm_multilabel.training.report import METRIC_KEYS, plot_curves, results_table, write_epoch_log, write_json
+from timm_multilabel.training.report import (
+    METRIC_KEYS, collapse_warnings, plot_curves, results_table, write_epoch_log, write_json)
 from timm_multilabel.training.resume import RunCheckpoints, TrainState, resume_run
 
 _logger = logging.getLogger('train')
@@ -85,6 +86,21 @@ def scaled_lr(args, world_size: int) -> float:
     ratio = global_batch / args.lr_base_size
     scale = args.lr_base_scale or ('sqrt' if any(o in args.opt.lower() for o in ('ada', 'lamb')) else 'linear')
     return args.lr_base * (ratio ** 0.5 if scale == 'sqrt' else ratio)
+
+
+@torch.no_grad()
+def init_head(model: torch.nn.Module, scale: Optional[float] = None, bias: Optional[float] = None) -> None:
+    """timm's --head-init-scale (classifier weight and bias times ``scale``), then --head-init-bias
+    (classifier bias set to ``bias``)."""
+    head = model.get_classifier()
+    if (scale is not None or bias is not None) and getattr(head, 'bias', None) is None:
+        raise UserError(f'--head-init-scale/--head-init-bias: the classifier of this model ({type(head).__name__}) '
+                        f'has no bias to initialize')
+    if scale is not None:
+        head.weight.mul_(scale)
+        head.bias.mul_(scale)
+    if bias is not None:
+        head.bias.fill_(bias)
 
 
 def build_target_transform(args, num_classes: int, dense_targets: bool):
@@ -255,6 +271,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
                         f'use --batch-size >= 2')
     if args.initial_checkpoint:
         load_checkpoint(model, args.initial_checkpoint, weights_only=True)
+    init_head(model, scale=args.head_init_scale, bias=args.head_init_bias)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data_config = resolve_data_config(vars(args), model=model, verbose=False)
@@ -294,8 +311,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
     # ---- loss, task, optimizer, schedule ----
     mixup_fn = build_target_transform(args, num_classes, dense_targets)
-    criterion = create_loss(loss_name(args), smoothing=args.smoothing, target_threshold=args.bce_target_thresh,
-                            soft_targets=mixup_fn is not None or dense_targets)
+    criterion = create_loss(loss_name(args), **loss_kwargs(args, soft_targets=mixup_fn is not None or dense_targets))
     args.lr = scaled_lr(args, accelerator.num_processes)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args))
 
@@ -333,6 +349,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
     probs_kind = output_activation(criterion)
     eval_metrics: Dict[str, Any] = state.history[-1] if state.history else {}
+    warnings: List[str] = []
     for epoch in range(state.epoch, args.epochs):
         state.epoch = epoch
         loader_train.set_epoch(epoch)
@@ -347,6 +364,10 @@ def run(args, args_text: str) -> Dict[str, Any]:
             'epoch': epoch, **train_stats, 'eval_loss': eval_metrics['loss'],
             **{k: eval_metrics.get(k) for k in METRIC_KEYS},
             **{f'{task.name}_{k}': v for k, v in task.log_state().items()}})
+        warnings = collapse_warnings(eval_metrics, task.log_state(), task.name, num_classes, probs_kind)
+        if warnings and is_main:
+            _logger.warning(f'epoch {epoch}: ' + '; '.join(warnings) + (
+                ' (MILe: a shorter student phase --mile-ks or a higher --mile-rho)' if args.mile else ''))
         metric = eval_metrics['loss'] if args.eval_metric == 'loss' else eval_metrics.get(args.eval_metric)
         checkpoints.save_epoch(state, metric)
         if is_main:
@@ -371,6 +392,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
         'num_updates': state.num_updates,
         'method': method,
         'best': {'metric': args.eval_metric, 'value': keeper.best_metric, 'epoch': keeper.best_epoch},
+        'warnings': warnings,
         'args': vars(args),
     }
     if task.log_state():

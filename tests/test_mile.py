@@ -1,5 +1,6 @@
 """MILeTask: schedule, teacher copy/freeze, pseudo-labels, resume, grad accumulation, Mixup, CLI checks."""
 import argparse
+import math
 
 import pytest
 import torch
@@ -16,6 +17,32 @@ from timm_multilabel.mile import (
 )
 
 C = 5  # classes
+
+
+def eq1(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The paper's Eq. 1: BCE summed over classes, averaged over samples."""
+    return F.binary_cross_entropy_with_logits(logits, target, reduction='none').sum(1).mean()
+
+
+def test_default_loss_is_eq1_by_hand():
+    # L = -1/B sum_i sum_c [y log s(z) + (1 - y) log(1 - s(z))], the official rescale_sigmoid=True
+    lin = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1., 0.], [0., -2.], [0.5, 0.5]]))
+    task = MILeTask(lin, kt=4, ks=1, verbose=False)
+    x = torch.tensor([[1., 1.], [2., 0.]])
+    logits = [[1.0, -2.0, 1.0], [2.0, 0.0, 1.0]]
+    labels = [0, 2]
+    total = 0.0
+    for row, y in zip(logits, labels):
+        for c, z in enumerate(row):
+            s = 1 / (1 + math.exp(-z))
+            total -= math.log(s) if c == y else math.log(1 - s)
+    loss = task(x, torch.tensor(labels))['loss'].item()
+    assert loss == pytest.approx(total / 2, rel=1e-6)
+    # the per-class mean (torch's and timm's default reduction) is C = 3 times smaller
+    assert F.binary_cross_entropy_with_logits(lin(x), F.one_hot(torch.tensor(labels), 3).float()).item() == \
+        pytest.approx(total / 6, rel=1e-6)
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -131,7 +158,7 @@ def test_student_targets_hand_computed():
     out = task(x, torch.tensor([1, 2]))
     assert torch.equal(out['target'], expected)
     assert torch.equal(task.pseudo_labels(x), expected)
-    assert torch.allclose(out['loss'], F.binary_cross_entropy_with_logits(x @ lin.weight.T, expected))
+    assert torch.allclose(out['loss'], eq1(x @ lin.weight.T, expected))  # default criterion: Eq. 1
     assert out['loss'].requires_grad
 
     keep = MILeTask(lin, kt=1, ks=5, rho=0.25, keep_labels=True, verbose=False)
@@ -278,7 +305,7 @@ def test_mile_with_mixup_dense_targets():
     assert ym.shape == (4, C) and not torch.equal(ym, F.one_hot(y, C).float())
     out = train_update(task, opt, xm, ym)
     assert torch.equal(out['target'], ym)  # teacher phase: Mixup's dense targets as they are
-    assert torch.allclose(out['loss'], F.binary_cross_entropy_with_logits(out['output'], ym))
+    assert torch.allclose(out['loss'], eq1(out['output'], ym))
     saved = clone_state(model)
     task.step()
 
@@ -295,10 +322,12 @@ def test_mile_with_mixup_dense_targets():
 
 # -------------------------------------------------------------------- unlabeled samples
 
-@pytest.mark.parametrize('criterion', [
-    None, BinaryCrossEntropy(smoothing=0.), lambda o, t: F.binary_cross_entropy_with_logits(o, t)],
-    ids=['default', 'timm_bce', 'callable'])
-def test_unlabeled_samples_masked_in_teacher_phase(criterion):
+@pytest.mark.parametrize('criterion,reference', [
+    (None, eq1), (BinaryCrossEntropy(smoothing=0., sum_classes=True), eq1),
+    (BinaryCrossEntropy(smoothing=0.), F.binary_cross_entropy_with_logits),
+    (lambda o, t: F.binary_cross_entropy_with_logits(o, t), F.binary_cross_entropy_with_logits)],
+    ids=['default', 'timm_bce_sum', 'timm_bce', 'callable'])
+def test_unlabeled_samples_masked_in_teacher_phase(criterion, reference):
     model = mlp()
     model.eval()
     task = MILeTask(model, kt=2, ks=2, criterion=criterion, verbose=False)
@@ -306,7 +335,7 @@ def test_unlabeled_samples_masked_in_teacher_phase(criterion):
     out = task(x, torch.tensor([2, -1, 0]))
     assert torch.equal(out['target'], torch.tensor([[0., 0., 1., 0., 0.], [0.] * 5, [1., 0., 0., 0., 0.]]))
     logits = model(x)
-    expected = F.binary_cross_entropy_with_logits(logits[[0, 2]], out['target'][[0, 2]])
+    expected = reference(logits[[0, 2]], out['target'][[0, 2]])
     assert torch.allclose(out['loss'], expected)
 
     out = task(x, torch.tensor([-1, -1, -1]))

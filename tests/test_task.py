@@ -68,8 +68,27 @@ def test_mile_after_update_is_its_schedule_step_and_logs_generation_and_phase():
         phases.append(task.log_state()['phase'])
         task.after_update()
     assert phases == ['teacher', 'teacher', 'student', 'teacher', 'teacher', 'student']
-    assert task.log_state() == {'generation': 2, 'phase': 'teacher'}
+    assert task.log_state() == {'generation': 2, 'phase': 'teacher', 'labels_per_image': None}
     assert task.name == 'mile'
+
+
+def test_mile_logs_the_teachers_labels_per_image_of_the_last_student_phase():
+    lin = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[2., 0.], [-2., 0.], [0., -3.]]))
+    task = MILeTask(lin, kt=1, ks=2, rho=0.25, verbose=False)
+    task.after_update()  # teacher = lin; sigmoid of rows [1, 0] and [0, 1] > 0.25: 2 and 2 classes
+    task(torch.tensor([[1., 0.], [0., 1.]]), torch.tensor([0, 1]))
+    task(torch.tensor([[1., 0.]]), torch.tensor([0]))
+    assert task.log_state()['labels_per_image'] == pytest.approx(6 / 3)
+    state = task.get_task_state()
+    restored = MILeTask(nn.Linear(2, 3, bias=False), kt=1, ks=2, rho=0.25, verbose=False)
+    restored.load_task_state(state)
+    assert restored.labels_per_image == pytest.approx(2.0)  # resumes with the same count
+    task.after_update()
+    task.after_update()  # the next student phase starts counting afresh
+    task.after_update()
+    assert task.log_state()['labels_per_image'] is None
 
 
 def test_train_state_totals_finished_epochs():

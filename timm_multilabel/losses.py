@@ -28,12 +28,20 @@ def bce(
         smoothing: float = 0.0,
         soft_targets: bool = False,
         target_threshold: Optional[float] = None,
+        sum_classes: bool = False,
+        pos_weight: Optional[float] = None,
         **kwargs,
 ) -> nn.Module:
-    """Sigmoid binary cross-entropy (timm's), for index or dense targets."""
+    """Sigmoid binary cross-entropy (timm's), for index or dense targets.
+
+    ``sum_classes`` sums over classes and averages over samples (timm's ``--bce-sum``; MILe's
+    Eq. 1), instead of averaging over both; ``pos_weight`` weighs positive targets.
+    """
     return BinaryCrossEntropy(
         smoothing=0.0 if soft_targets else smoothing,
         target_threshold=target_threshold,
+        sum_classes=sum_classes,
+        pos_weight=pos_weight,
     )
 
 

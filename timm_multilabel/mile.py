@@ -63,7 +63,7 @@ from .task import LoopTask
 _logger = logging.getLogger(__name__)
 
 __all__ = [
-    'MILeTask', 'create_mile_task', 'add_mile_arguments', 'mile_kwargs_from_args', 'check_mile_args',
+    'MILeTask', 'create_mile_task', 'eq1_bce', 'add_mile_arguments', 'mile_kwargs_from_args', 'check_mile_args',
     'DEFAULT_KT', 'DEFAULT_KS', 'DEFAULT_RHO',
 ]
 
@@ -108,23 +108,32 @@ class _TeacherSlot:
         self.forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
 
-def _elementwise_bce(crit: Any) -> Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    """Unreduced ``[B, C]`` form of a mean-reduced BCE criterion (torch's or timm's), else None.
+def eq1_bce() -> BinaryCrossEntropy:
+    """MILe's loss, Eq. 1 of the paper (and the official code's ``rescale_sigmoid``): binary
+    cross-entropy summed over the C classes and averaged over the samples of the batch."""
+    return BinaryCrossEntropy(smoothing=0.0, sum_classes=True)
+
+
+def _per_row_bce(crit: Any) -> Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """``(logits [B, C], dense target [B, C]) -> loss per row [B]`` of a BCE criterion (torch's
+    mean-reduced one, or timm's mean-reduced or class-summed one), so that averaging it over the
+    rows gives the criterion's value; None for other criteria.
 
     Lets the teacher phase mask unlabeled rows without a host sync. For timm's
     BinaryCrossEntropy on dense targets this reproduces its forward (threshold, dense smoothing).
     """
     if isinstance(crit, nn.BCEWithLogitsLoss) and crit.reduction == 'mean':
         return lambda x, t: F.binary_cross_entropy_with_logits(
-            x, t, weight=crit.weight, pos_weight=crit.pos_weight, reduction='none')
-    if isinstance(crit, BinaryCrossEntropy) and crit.reduction == 'mean' and not crit.sum_classes:
+            x, t, weight=crit.weight, pos_weight=crit.pos_weight, reduction='none').mean(dim=1)
+    if isinstance(crit, BinaryCrossEntropy) and (crit.sum_classes or crit.reduction == 'mean'):
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if crit.smooth_dense and crit.smoothing:
                 t = t * (1. - crit.smoothing) + 0.5 * crit.smoothing
             if crit.target_threshold is not None:
                 t = t.gt(crit.target_threshold).to(dtype=t.dtype)
-            return F.binary_cross_entropy_with_logits(
+            per_elem = F.binary_cross_entropy_with_logits(
                 x, t, weight=crit.weight, pos_weight=crit.pos_weight, reduction='none')
+            return per_elem.sum(dim=1) if crit.sum_classes else per_elem.mean(dim=1)
         return fn
     return None
 
@@ -145,7 +154,9 @@ class MILeTask(LoopTask):
             each switch); see the module docstring.
         num_classes: Expected number of logits, checked against the model output when given.
         criterion: Loss ``criterion(logits [B, C], dense target [B, C]) -> scalar``; default
-            ``nn.BCEWithLogitsLoss()``. Targets always reach it dense (index targets are
+            :func:`eq1_bce`, the paper's Eq. 1 (BCE summed over classes, averaged over samples;
+            ``nn.BCEWithLogitsLoss()`` averages over classes too, a loss and gradient C times
+            smaller, which changes the method under SGD). Targets always reach it dense (index targets are
             one-hot encoded first), so a criterion's index-target smoothing does not apply; the
             student's targets are binary by construction.
         autocast: Context-manager factory of the training autocast (e.g. ``amp_autocast`` or
@@ -191,7 +202,7 @@ class MILeTask(LoopTask):
 
         self.trainable_module = model
         if criterion is None:
-            criterion = nn.BCEWithLogitsLoss()
+            criterion = eq1_bce()
         if isinstance(criterion, nn.Module):
             criterion = criterion.to(device=self.device)
         self.criterion = criterion
@@ -201,6 +212,9 @@ class MILeTask(LoopTask):
         self.generation = 0
         self.updates = 0
         self._teacher = _TeacherSlot()
+        # teacher pseudo-labels of the current (or last) student phase: positives summed, rows seen
+        self._pseudo_positives: Union[torch.Tensor, float] = 0.0
+        self._pseudo_rows = 0
         self._compile_args: Optional[Dict[str, Any]] = None
         # student='separate': the student's weights / optimizer state saved when a teacher phase
         # begins (plain attributes, like the teacher: invisible to parameters() and state_dict())
@@ -299,6 +313,7 @@ class MILeTask(LoopTask):
                 self._restore_student()
             self.phase = STUDENT
             self.updates_in_phase = 0
+            self._pseudo_positives, self._pseudo_rows = 0.0, 0
             _logger.debug(f"MILe: generation {self.generation} student phase at update {self.updates}")
             return True
         if self.phase == STUDENT and self.updates_in_phase >= self.ks:
@@ -313,9 +328,21 @@ class MILeTask(LoopTask):
         """The loop's hook after each optimizer update: :meth:`step`."""
         self.step()
 
+    @property
+    def labels_per_image(self) -> Optional[float]:
+        """Mean number of classes the teacher marked present per image in the current (or last)
+        student phase; None before the first. Near the class count: MILe has collapsed to
+        "every class" (ks too long for kt, or rho too low)."""
+        if not self._pseudo_rows:
+            return None
+        return float(self._pseudo_positives) / self._pseudo_rows
+
     def log_state(self) -> Dict[str, Any]:
-        """Generation and phase, logged each epoch and written to summary.json as ``mile``."""
-        return {'generation': self.generation, 'phase': self.phase}
+        """Generation, phase and the teacher's labels per image, logged each epoch and written to
+        summary.json as ``mile``."""
+        lpi = self.labels_per_image
+        return {'generation': self.generation, 'phase': self.phase,
+                'labels_per_image': None if lpi is None else round(lpi, 4)}
 
     def state_summary(self) -> Dict[str, Any]:
         """The whole schedule state and settings (plain Python values)."""
@@ -364,12 +391,12 @@ class MILeTask(LoopTask):
     def _masked_loss(self, output: torch.Tensor, dense: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
         """Loss over labeled rows only; 0 (with a graph) when no row is labeled."""
         crit = self.criterion
-        elementwise = _elementwise_bce(crit)
-        if elementwise is not None:
-            # sync-free: per-row mean BCE, averaged over labeled rows
-            per_elem = elementwise(output, dense)
-            mask = labeled.to(per_elem.dtype)
-            return (per_elem.mean(dim=1) * mask).sum() / mask.sum().clamp(min=1.)
+        per_row = _per_row_bce(crit)
+        if per_row is not None:
+            # sync-free: the criterion's per-row loss, averaged over labeled rows
+            row_loss = per_row(output, dense)
+            mask = labeled.to(row_loss.dtype)
+            return (row_loss * mask).sum() / mask.sum().clamp(min=1.)
         idx = labeled.nonzero().squeeze(1)  # a host sync; only for criteria we cannot mask
         if idx.numel() == 0:
             return output.sum() * 0.
@@ -393,6 +420,8 @@ class MILeTask(LoopTask):
         """
         if self.phase == STUDENT:
             pseudo = self.pseudo_labels(input)
+            self._pseudo_positives = self._pseudo_positives + pseudo.sum(dtype=torch.float64)
+            self._pseudo_rows += pseudo.shape[0]
             output = self.trainable_module(input)
             given, labeled = self._dense_target(target, output)
             if self.keep_labels:
@@ -452,6 +481,8 @@ class MILeTask(LoopTask):
             'rho': self.rho,
             'keep_labels': self.keep_labels,
             'student': self.student,
+            'pseudo_positives': float(self._pseudo_positives),
+            'pseudo_rows': self._pseudo_rows,
         }
         if self.phase == STUDENT:
             state['teacher'] = self._ensure_teacher().state_dict()
@@ -510,6 +541,8 @@ class MILeTask(LoopTask):
         self.updates_in_phase = int(state.get('updates_in_phase', 0))
         self.generation = int(state.get('generation', 0))
         self.updates = int(state.get('updates', 0))
+        self._pseudo_positives = float(state.get('pseudo_positives', 0.0))
+        self._pseudo_rows = int(state.get('pseudo_rows', 0))
 
 
 @register_task('mile')

@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra model kwargs k=v')
     g.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout rate')
     g.add_argument('--drop-path', type=float, default=None, metavar='PCT', help='drop path rate')
+    g.add_argument('--head-init-scale', type=float, default=None, metavar='S',
+                   help='multiply the classifier weight and bias by S at initialization (timm)')
+    g.add_argument('--head-init-bias', type=float, default=None, metavar='B',
+                   help='set the classifier bias to B at initialization (timm); the official MILe code uses '
+                        '-log(num_classes), so that initial sigmoids sit near the class prior')
 
     g = _group(parser, 'Optimizer')
     g.add_argument('--opt', default='sgd', type=str, metavar='OPTIMIZER', help='timm optimizer name')
@@ -140,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
     g.add_argument('--train-interpolation', type=str, default='random', help='training interpolation')
     g.add_argument('--bce-loss', action='store_true', default=False, help='sigmoid binary cross-entropy loss')
+    g.add_argument('--bce-sum', action='store_true', default=False,
+                   help='sum the BCE loss over classes (then average over samples) instead of averaging over both; '
+                        'always on with --mile (the paper\'s Eq. 1)')
     g.add_argument('--bce-target-thresh', type=float, default=None, help='threshold for binarizing BCE targets')
+    g.add_argument('--bce-pos-weight', type=float, default=None, help='weight of positive targets in the BCE loss')
     g.add_argument('--jsd-loss', action='store_true', default=False,
                    help='Jensen-Shannon divergence + CE (timm flag; needs --aug-splits, not supported here)')
 
@@ -271,6 +280,11 @@ def check_args(args: argparse.Namespace) -> None:
     if args.relabel_mode != 'local' and not args.relabel_maps:
         raise UserError(f'--relabel-mode {args.relabel_mode} needs --relabel-maps')
     check_mile_args(args)
+    sigmoid_loss = args.bce_loss or args.mile or args.loss == 'bce'
+    for flag, value in (('--bce-sum', args.bce_sum), ('--bce-pos-weight', args.bce_pos_weight),
+                        ('--bce-target-thresh', args.bce_target_thresh)):
+        if value not in (None, False) and not sigmoid_loss:
+            raise UserError(f'{flag} applies to the BCE loss; add --bce-loss (or --mile)')
     for flag, registry, name in (('--loss', LOSSES, args.loss), ('--task', TASKS, args.task),
                                  ('--target-transform', TARGET_TRANSFORMS, args.target_transform)):
         if name is not None and name not in registry:
@@ -293,3 +307,13 @@ def task_name(args: argparse.Namespace) -> str:
 def task_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     """Task factory arguments from the flags: ``--mile*`` for MILe, plus ``--task-kwargs``."""
     return {**(mile_kwargs_from_args(args) if args.mile else {}), **args.task_kwargs}
+
+
+def loss_kwargs(args: argparse.Namespace, soft_targets: bool) -> Dict[str, Any]:
+    """Arguments of the loss factory; ``soft_targets``: the targets are dense [B, C] (Mixup,
+    pooled label maps). With ``--mile`` the BCE is summed over classes (Eq. 1 of the paper)."""
+    kwargs: Dict[str, Any] = dict(smoothing=args.smoothing, target_threshold=args.bce_target_thresh,
+                                  soft_targets=soft_targets)
+    if loss_name(args) == 'bce':
+        kwargs.update(sum_classes=args.bce_sum or args.mile, pos_weight=args.bce_pos_weight)
+    return kwargs

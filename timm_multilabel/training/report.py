@@ -11,8 +11,11 @@ from ..metrics import METRIC_KEYS, METRIC_TITLES
 
 __all__ = [
     'METRIC_KEYS', 'METRIC_TITLES', 'atomic_write_text', 'write_json', 'write_epoch_log', 'plot_curves',
-    'results_table',
+    'results_table', 'collapse_warnings',
 ]
+
+# labels per image at or above this fraction of the class count: "every class", a collapsed model
+COLLAPSE_FRACTION = 0.8
 
 # the metrics plotted as curves (percentages; coverage is in labels per image and has its own scale)
 _CURVE_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'mAP')
@@ -90,3 +93,18 @@ def results_table(metrics: Dict[str, Any], extra: Optional[Dict[str, Any]] = Non
             text = str(value)
         lines.append(f'{name:<{width}}  {text}')
     return '\n'.join(lines)
+
+
+def collapse_warnings(eval_metrics: Dict[str, Any], task_state: Dict[str, Any], task_name: str,
+                      num_classes: int, probs_kind: str) -> List[str]:
+    """One line for each sign that the model marks nearly every class present: a sigmoid model's
+    predicted labels per image (``label_coverage@0.25``, where the data has ReaL labels) or the
+    task's ``labels_per_image`` (MILe: the teacher's pseudo-labels) at or above
+    ``COLLAPSE_FRACTION`` of the class count."""
+    if num_classes < 3:
+        return []
+    signs = [(f'{task_name} labels per image', task_state.get('labels_per_image'))]
+    if probs_kind == 'sigmoid':
+        signs.append(('predicted labels per image at 0.25', eval_metrics.get('label_coverage@0.25')))
+    return [f'{what} {value:.1f} of {num_classes} classes: the model marks nearly every class present (collapsed)'
+            for what, value in signs if value is not None and value >= COLLAPSE_FRACTION * num_classes]
