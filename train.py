@@ -33,16 +33,17 @@ from timm.utils import dispatch_clip_grad
 from tqdm.auto import tqdm
 
 from timm_multilabel import UserError, create_loss, create_target_transform, create_task
+from timm_multilabel.checkpoint_files import load_checkpoint_file
 from timm_multilabel.data import create_dataset, get_class_names, get_num_classes, get_real_labels
 from timm_multilabel.data.real_labels import check_real_labels, load_real_labels, real_labels_for_files
 from timm_multilabel.data.seeded import SeededSamples
+from timm_multilabel.fileio import remove_stale_temps
 from timm_multilabel.hub import push_model_folder, save_model_folder
 from timm_multilabel.logs import setup_logging
+from timm_multilabel.losses import output_activation
 from timm_multilabel.method import describe_method
 from timm_multilabel.task import LoopTask
-from timm_multilabel.losses import output_activation
 from timm_multilabel.training.args import check_args, loss_kwargs, loss_name, parse_args, task_kwargs, task_name
-from timm_multilabel.checkpoint_files import load_checkpoint_file
 from timm_multilabel.training.checkpoint import CheckpointKeeper, set_rng_state
 from timm_multilabel.training.evaluate import IndexedDataset, evaluate
 from timm_multilabel.training.relabel import build_relabel_training
@@ -62,6 +63,9 @@ def resolve_output_dir(args) -> Path:
         out = Path('output/train') / name
     if out.exists() and not out.is_dir():
         raise UserError(f'--output {out}: exists and is not a folder')
+    ancestor = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f'--output {out}: cannot be created ({ancestor} is not a writable folder)')
     holds_run = out.is_dir() and any((out / f).exists() for f in ('summary.json', 'args.yaml', 'last.pth.tar'))
     if holds_run and not (args.resume or args.overwrite):
         raise UserError(f'--output {out}: holds another run; pass --resume {out} to continue it or --overwrite')
@@ -244,7 +248,11 @@ def run(args, args_text: str) -> Dict[str, Any]:
         raise UserError(f'--dataset {args.dataset}: streaming datasets are not supported (train.py shuffles by '
                         f'index, resumes mid-epoch and keys label maps by image id); use a map-style one such as '
                         f'hfds/NAME or an image folder')
-    num_classes = args.num_classes or get_num_classes(dataset_train)
+    data_classes = get_num_classes(dataset_train)
+    if args.num_classes and data_classes and args.num_classes != data_classes:
+        raise UserError(f'--num-classes {args.num_classes}: the training data has {data_classes} classes; '
+                        f'leave --num-classes out to take them from the data')
+    num_classes = args.num_classes or data_classes
     if not num_classes:
         raise UserError('cannot tell the number of classes of this dataset; pass --num-classes')
     real_labels = get_real_labels(dataset_eval)
@@ -341,6 +349,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(output_dir)  # what a killed run was writing
         (output_dir / 'args.yaml').write_text(args_text)
         _logger.info(
             f'{args.model} on {args.dataset or args.data_dir}: {len(dataset_train)} train / {len(dataset_eval)} eval '

@@ -60,3 +60,48 @@ def test_head_init_scale_then_bias_like_timm():
     # with a zero head weight every class starts at sigmoid(-log C) = 1 / (C + 1), near the prior 1/C
     train.init_head(model, scale=0.0, bias=-math.log(10))
     assert torch.allclose(model.eval()(torch.randn(2, 3, 32, 32)).sigmoid(), torch.full((2, 10), 1 / 11))
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--lr', 'nan'], '--lr nan: must be a finite number'),
+    (['--lr', 'inf'], '--lr inf: must be a finite number'),
+    (['--lr', '-0.1'], '--lr -0.1: must be > 0'),
+    (['--epochs', '0'], '--epochs 0: must be >= 1'),
+    (['--workers', '-1'], '--workers -1: must be >= 0'),
+    (['--hflip', '1.5'], r'--hflip 1.5: must be in \[0, 1\]'),
+    (['--smoothing', '1.0'], r'--smoothing 1.0: must be in \[0, 1\)'),
+    (['--scale', '0.5', 'inf'], r'--scale \[0.5, inf\]: must be a finite number'),
+    (['--model', 'resnet-50'], '--model resnet-50: not a timm model; did you mean resnet50'),
+    (['--initial-checkpoint', '/no/such.pth'], '--initial-checkpoint /no/such.pth: no such file'),
+])
+def test_values_out_of_range_are_refused_in_one_line(argv, message):
+    with pytest.raises(UserError, match=message) as e:
+        _args(*argv)
+    assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('yaml_text,message', [
+    ('epochs: 1.5', "epochs: expected an integer, got 1.5"),
+    ('lr: [0.1]', r"lr: expected one value, got \[0.1\]"),
+    ('lr: .nan', '--lr nan: must be a finite number'),
+    ('bce_loss: "false"', "bce_loss: expected true or false, got 'false'"),
+    ('scale: 0.5', 'scale: expected a list, got 0.5'),
+    ('input_size: [3, 32]', 'input_size: expected 3 values, got 2'),
+    ('batch_size: true', 'batch_size: expected a number, got True'),
+    ('relabel_mode: sideways', 'relabel_mode: expected one of local, global, local-hard, global-hard'),
+    ('model_kwargs: 3', 'model_kwargs: expected a mapping'),
+])
+def test_config_values_go_through_the_flags_parsing(tmp_path, yaml_text, message):
+    config = tmp_path / 'c.yaml'
+    config.write_text(yaml_text + '\n')
+    with pytest.raises(UserError, match=message) as e:
+        _args('-c', str(config))
+    assert '\n' not in str(e.value)
+
+
+def test_well_typed_config_values_are_taken(tmp_path):
+    config = tmp_path / 'c.yaml'
+    config.write_text('epochs: 3\nlr: 1e-3\nbce_loss: true\nscale: [0.5, 1]\nmodel_kwargs: {drop_rate: 0.1}\n')
+    args = _args('-c', str(config))
+    assert args.epochs == 3 and args.lr == 0.001 and args.bce_loss is True
+    assert args.scale == [0.5, 1.0] and args.model_kwargs == {'drop_rate': 0.1}

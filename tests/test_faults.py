@@ -101,3 +101,34 @@ def test_mid_epoch_checkpoint_longer_than_the_epoch_is_refused(tmp_path, run):
     proc = run(['train.py', *TINY, '--epochs', '2', '--output', out, '--resume', out], check=False)
     _one_line_error(proc, 'the checkpoint is 10 batches into epoch 1, which has only 4 batches')
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.mark.parametrize('flags,needles', [
+    (['--num-classes', '12'], ['--num-classes 12: the training data has 10 classes']),
+    (['--num-classes', '5'], ['--num-classes 5: the training data has 10 classes']),
+    (['--model', 'resnet-50'], ['--model resnet-50: not a timm model; did you mean resnet50']),
+    (['--lr', 'nan'], ['--lr nan: must be a finite number']),
+])
+def test_values_that_would_fail_mid_training_are_refused_before_it(tmp_path, run, flags, needles):
+    proc = run(['train.py', *TINY, *flags, '--output', tmp_path / 'out'], check=False)
+    _one_line_error(proc, *needles)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_an_output_that_cannot_be_created_is_refused(tmp_path, run):
+    (tmp_path / 'file').write_text('x')
+    proc = run(['train.py', *TINY, '--output', tmp_path / 'file' / 'out'], check=False)
+    _one_line_error(proc, 'cannot be created', 'is not a writable folder')
+
+
+def test_temporary_files_of_a_killed_run_are_removed_by_the_next(tmp_path, run):
+    out = tmp_path / 'out'
+    out.mkdir()
+    stale = [out / '.last.pth.tar.tmp-999999', out / '.summary.json.tmp-999998-abc']
+    for path in stale:
+        path.write_bytes(b'half a file')
+    run(['train.py', *TINY, '--output', out, '--overwrite'])
+    assert not any(p.exists() for p in stale)
+    assert not [p for p in out.iterdir() if '.tmp-' in p.name]
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
+    assert len(set(modes.values())) == 1, modes  # model.safetensors like its neighbours

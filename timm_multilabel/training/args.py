@@ -8,9 +8,13 @@ small dataset with its own sensible settings, see ``DATASET_DEFAULTS``), the YAM
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import timm
 import yaml
 from timm.utils import ParseKwargs
 
@@ -231,10 +235,11 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, st
         if not isinstance(cfg, dict):
             raise UserError(f'--config {pre.config}: expected a mapping of flag names to values')
         known = _flag_names(parser)
-        cfg = {k.replace('-', '_'): v for k, v in cfg.items()}
+        cfg = {str(k).replace('-', '_'): v for k, v in cfg.items()}
         unknown = sorted(k for k in cfg if k not in known)
         if unknown:
             raise UserError(f'--config {pre.config}: unknown key(s) {", ".join(unknown)}')
+        cfg = {k: config_value(known[k], v, f'--config {pre.config}: {k}') for k, v in cfg.items()}
 
     dataset = cfg.get('dataset', pre.dataset)
     parser.set_defaults(**DATASET_DEFAULTS.get(dataset, {}))
@@ -250,16 +255,104 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, st
     return args, args_text
 
 
+def _flag(action: argparse.Action) -> str:
+    return max(action.option_strings, key=len) if action.option_strings else action.dest
+
+
+def _parse_one(action: argparse.Action, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) and action.type in (int, float):
+        raise UserError(f'{where}: expected a number, got {value}')
+    if isinstance(value, (list, dict)):
+        raise UserError(f'{where}: expected one value, got {value!r}')
+    try:
+        parsed = action.type(str(value)) if callable(action.type) else str(value)
+    except (TypeError, ValueError):
+        kind = {int: 'an integer', float: 'a number'}.get(action.type, 'a value')
+        raise UserError(f'{where}: expected {kind}, got {value!r}') from None
+    if action.choices is not None and parsed not in action.choices:
+        raise UserError(f'{where}: expected one of {", ".join(map(str, action.choices))}, got {value!r}')
+    return parsed
+
+
+def config_value(action: argparse.Action, value: Any, where: str) -> Any:
+    """A YAML config value parsed as its flag parses the command line (``epochs: 1.5`` and
+    ``bce_loss: "false"`` are refused, not taken); ``where`` starts the one-line error."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise UserError(f'{where}: expected true or false, got {value!r}')
+        return value
+    if isinstance(action, ParseKwargs):
+        if not isinstance(value, dict):
+            raise UserError(f'{where}: expected a mapping of keyword arguments, got {value!r}')
+        return value
+    if action.nargs in ('+', '*') or isinstance(action.nargs, int):
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise UserError(f'{where}: expected a list, got {value!r}')
+        if isinstance(action.nargs, int) and len(value) != action.nargs:
+            raise UserError(f'{where}: expected {action.nargs} values, got {len(value)}')
+        if action.nargs == '+' and not value:
+            raise UserError(f'{where}: expected at least one value')
+        return [_parse_one(action, v, where) for v in value]
+    return _parse_one(action, value, where)
+
+
+# value ranges of flags, checked after parsing (flags, configs and dataset defaults alike)
+_AT_LEAST_1 = ('batch_size', 'epochs', 'grad_accum_steps', 'checkpoint_hist', 'log_interval', 'lr_base_size',
+               'img_size', 'num_classes', 'in_chans', 'validation_batch_size', 'train_num_samples',
+               'val_num_samples', 'recount', 'patience_epochs')
+_AT_LEAST_0 = ('workers', 'checkpoint_every', 'warmup_epochs', 'cooldown_epochs', 'mixup_off_epoch', 'start_epoch',
+               'seed', 'weight_decay', 'warmup_lr', 'min_lr', 'color_jitter', 'mixup', 'cutmix', 'layer_decay',
+               'decay_epochs')
+_POSITIVE = ('lr', 'lr_base', 'clip_grad', 'opt_eps', 'decay_rate', 'model_ema_decay')
+_PROBABILITY = ('hflip', 'vflip', 'reprob', 'mixup_prob', 'mixup_switch_prob', 'drop', 'drop_path', 'model_ema_decay')
+_BELOW_1 = ('smoothing', 'momentum')
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise UserError(f'--{name.replace("_", "-")} {value}: must be a finite number')
+
+    def refuse(name: str, rule: str) -> None:
+        raise UserError(f'--{name.replace("_", "-")} {getattr(args, name)}: must be {rule}')
+
+    for name in _AT_LEAST_1:
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            refuse(name, '>= 1')
+    for name in _AT_LEAST_0:
+        if getattr(args, name, None) is not None and getattr(args, name) < 0:
+            refuse(name, '>= 0')
+    for name in _POSITIVE:
+        if getattr(args, name, None) is not None and getattr(args, name) <= 0:
+            refuse(name, '> 0')
+    for name in _PROBABILITY:
+        if getattr(args, name, None) is not None and not 0 <= getattr(args, name) <= 1:
+            refuse(name, 'in [0, 1]')
+    for name in _BELOW_1:
+        if getattr(args, name, None) is not None and not 0 <= getattr(args, name) < 1:
+            refuse(name, 'in [0, 1)')
+
+
+def _check_model_name(name: str) -> None:
+    """A timm architecture name (``hf-hub:`` / ``local-dir:`` ids are resolved when loaded)."""
+    if ':' in name or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.7)
+    hint = f'; did you mean {" or ".join(close)}?' if close else '; see timm.list_models()'
+    raise UserError(f'--model {name}: not a timm model{hint}')
+
+
 def check_args(args: argparse.Namespace) -> None:
-    """Refuse flag combinations that cannot work, in one line, before any work is done."""
-    if args.batch_size < 1:
-        raise UserError(f'--batch-size {args.batch_size}: must be >= 1')
-    if args.checkpoint_every < 0:
-        raise UserError(f'--checkpoint-every {args.checkpoint_every}: must be >= 0 (0: at epoch ends only)')
-    if args.grad_accum_steps < 1:
-        raise UserError(f'--grad-accum-steps {args.grad_accum_steps}: must be >= 1')
-    if args.epochs < 1:
-        raise UserError(f'--epochs {args.epochs}: must be >= 1')
+    """Refuse flag values and combinations that cannot work, in one line, before any work is done."""
+    _check_ranges(args)
+    _check_model_name(args.model)
+    if args.initial_checkpoint and not Path(args.initial_checkpoint).is_file():
+        raise UserError(f'--initial-checkpoint {args.initial_checkpoint}: no such file')
     if args.jsd_loss:
         raise UserError('--jsd-loss needs timm\'s augmentation splits (--aug-splits), which this train.py does not '
                         'provide; use timm\'s train.py for JSD')
