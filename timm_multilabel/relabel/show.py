@@ -54,7 +54,8 @@ def render_label_map(image, scores: Tensor, classes: Tensor, class_names: Option
     fig = Figure(figsize=(3.2 * (len(top) + 1), 3.4), dpi=100)
     axes = fig.subplots(1, len(top) + 1, squeeze=False)[0]
     axes[0].imshow(img)
-    axes[0].set_title(title or 'image', fontsize=9)
+    # class names and file names are text, never matplotlib mathtext ('$' in a name must not fail)
+    axes[0].set_title(title or 'image', fontsize=9, parse_math=False)
     rows = []
     for ax, (c, p) in zip(axes[1:], top):
         heat = class_heat_map(scores, classes, c)
@@ -62,7 +63,7 @@ def render_label_map(image, scores: Tensor, classes: Tensor, class_names: Option
         ax.imshow(img)
         im = ax.imshow(heat, cmap='jet', alpha=0.5, vmin=lo, vmax=hi, interpolation='bilinear',
                        extent=(0, w_img, h_img, 0))  # cell (0, 0) is the top-left corner of the image
-        ax.set_title(f'{name.split(",")[0]} ({p:.2f})', fontsize=9)
+        ax.set_title(f'{name.split(",")[0]} ({p:.2f})', fontsize=9, parse_math=False)
         rows.append((c, name, p, heat))
     for ax in axes:
         ax.set_axis_off()
