@@ -7,7 +7,7 @@ import pytest
 from timm_multilabel import cli
 from timm_multilabel.errors import UserError
 
-COMMANDS = ['annotate', 'import-relabel', 'show', 'push-maps', 'export', 'eval']
+COMMANDS = ['annotate', 'import-relabel', 'show', 'push-maps', 'export', 'eval', 'check-images']
 
 
 def test_the_table_lists_every_command():

@@ -1,4 +1,6 @@
 """Dataset factory: digits-grid by name, timm folder datasets, image ids, class info, errors."""
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,77 @@ def test_hf_dataset_ids(tmp_path, monkeypatch):
     assert target == 1 and np.asarray(img)[0, 0].tolist() == [60, 0, 0]
     ds = create_dataset(f'hfds/{tmp_path / "no_ids"}', root=str(tmp_path / 'cache'), split='train')
     assert get_image_ids(ds) == ['0', '1', '2']
+
+
+# ---- safe listing: symlinks followed once ------------------------------------------------------
+
+def _tree(root, names):
+    for k, name in enumerate(names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new('RGB', (4, 4), (k * 20, 0, 0)).save(path)
+
+
+LOOP_FILES = ['cat/c1.jpg', 'cat/c2.png', 'cat/sub/c3.png', 'dog/d1.png', 'dog/d.2.jpeg', 'top.png']
+
+
+def _looped(tmp_path):
+    """train/ with LOOP_FILES, a link to an ancestor (cat/sub/up -> ../..) and a second loop
+    (dog/again -> .. , dog/round -> ../../train); a plain copy without links beside it."""
+    root = tmp_path / 'looped' / 'train'
+    _tree(root, LOOP_FILES)
+    (root / 'cat' / 'sub' / 'up').symlink_to('../..', target_is_directory=True)
+    (root / 'dog' / 'again').symlink_to('..', target_is_directory=True)
+    (root / 'dog' / 'round').symlink_to('../../train', target_is_directory=True)
+    (root / 'notes.txt').write_text('not an image')
+    _tree(tmp_path / 'plain' / 'train', LOOP_FILES)
+    return tmp_path / 'looped', tmp_path / 'plain'
+
+
+def test_symlink_loops_are_listed_once_with_timm_semantics(tmp_path, caplog):
+    import time
+
+    import timm.data
+    looped, plain = _looped(tmp_path)
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.INFO, logger='timm_multilabel'):
+        ds = create_dataset('', root=str(looped), split='train')
+    assert time.perf_counter() - t0 < 5
+    ref = timm.data.create_dataset('', root=str(plain), split='train')  # timm on the loop-free copy
+    assert len(ds) == len(LOOP_FILES) == len(ref)
+    assert get_image_ids(ds) == get_image_ids(ref)  # same ids, same order
+    assert ds.reader.class_to_idx == ref.reader.class_to_idx == {'': 0, 'cat': 1, 'dog': 2, 'sub': 3}
+    assert [t for _, t in ds.reader.samples] == [t for _, t in ref.reader.samples]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3 and all('already listed' in w for w in warnings)
+    assert any(w.startswith(str(looped / 'train' / 'cat' / 'sub' / 'up') + ':') for w in warnings)
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert f'{looped / "train"}: 6 images, 3 symlinked folders skipped (already listed), 1 non-image files ignored' in info
+    # a class map and the reader's types (timm's input_key) still work
+    ds = create_dataset('', root=str(looped), split='train', class_map={'cat': 0, 'dog': 1}, input_key='.png')
+    assert sorted(get_image_ids(ds)) == ['cat/c2', 'dog/d1']
+
+
+def test_a_link_outside_the_root_is_followed_once(tmp_path):
+    _tree(tmp_path / 'elsewhere', ['e1.png', 'deep/e2.png'])
+    root = tmp_path / 'data'
+    _tree(root, ['a/x.png'])
+    (root / 'b').symlink_to(tmp_path / 'elsewhere', target_is_directory=True)
+    (root / 'c').symlink_to(tmp_path / 'elsewhere', target_is_directory=True)  # second link: skipped
+    (root / 'a' / 'file_link.png').symlink_to(root / 'a' / 'x.png')  # file links are files
+    ds = create_dataset('', root=str(root), split='train')
+    assert get_image_ids(ds) == ['a/file_link', 'a/x', 'b/deep/e2', 'b/e1']
+    assert get_class_names(ds) == ['a', 'b', 'deep']
+
+
+def test_bad_image_options_reach_folder_and_tar_datasets(image_folder, tmp_path):
+    import tarfile
+
+    from timm_multilabel.data.bad_images import CheckedImageDataset
+    ds = create_dataset('', root=str(image_folder), split='train', skip_bad_images=True, skip_log=tmp_path / 's')
+    assert isinstance(ds, CheckedImageDataset) and ds.skip_bad_images and ds.skip_log.path == str(tmp_path / 's')
+    with tarfile.open(tmp_path / 'd.tar', 'w') as tar:
+        tar.add(image_folder / 'train' / 'cat', arcname='cat')
+    ds = create_dataset('', root=str(tmp_path / 'd.tar'), split='train', skip_bad_images=True)
+    assert isinstance(ds, CheckedImageDataset) and ds.skip_bad_images and len(ds) == 2
+    assert ds[0][0].mode == 'RGB'

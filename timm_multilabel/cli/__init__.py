@@ -13,7 +13,7 @@ from typing import Dict, List, NamedTuple, Optional
 
 from ..errors import UserError
 from ..logs import setup_logging
-from . import annotate, eval, export, import_relabel, push_maps, show
+from . import annotate, check_images, eval, export, import_relabel, push_maps, show
 
 __all__ = ['COMMANDS', 'Command', 'build_parser', 'main']
 
@@ -30,6 +30,7 @@ COMMANDS: Dict[str, Command] = {
     'push-maps': Command(push_maps, 'upload a label-map dataset folder to the Hugging Face Hub'),
     'export': Command(export, 'turn a training checkpoint into a Hugging Face model folder'),
     'eval': Command(eval, 'top-1 and ReaL metrics for any timm model'),
+    'check-images': Command(check_images, 'decode every image of a folder; list the ones that do not'),
 }
 
 

@@ -5,6 +5,12 @@ Image ids (``get_image_ids``) are the keys of label maps (see DESIGN.md, "Label-
 * ``DigitsGrid``: its ``image_ids`` (``'train/000123'``).
 * timm ``ImageDataset`` on a folder (or torchvision ``ImageFolder``): the file's path relative to the
   (split) root, without extension, with '/' separators, e.g. ``'n01440764/n01440764_10026'``.
+
+Folders, tar files and ``hfds/`` datasets come back as :class:`~timm_multilabel.data.bad_images.CheckedImageDataset`
+(timm's ``ImageDataset`` that raises ``BadImageError`` on an image it cannot decode, or skips it when
+asked, instead of returning the next sample); folders are listed by
+:class:`~timm_multilabel.data.listing.SafeReaderImageFolder` (timm's reader, each symlinked folder
+followed at most once).
 * timm ``ImageDataset`` on a Hugging Face dataset (``hfds/...``): the ``image_id`` column if present,
   else ``id``, else the row index as a string.
 * other readers with file names (e.g. tar): the relative file name without extension;
@@ -19,14 +25,18 @@ import timm.data
 import torch.utils.data
 
 from ..errors import UserError
+from .bad_images import CheckedImageDataset
 from .digits_grid import DigitsGrid
 from .digits_main import DigitsMain
+from .listing import SafeReaderImageFolder
 
 __all__ = ['create_dataset', 'get_image_ids', 'get_real_labels', 'get_num_classes', 'get_class_names']
 
 DIGITS_GRID_NAMES = ('digits-grid', 'digits_grid', 'digitsgrid')
 DIGITS_MAIN_NAMES = ('digits-main', 'digits_main', 'digitsmain')
 _FOLDER_NAMES = ('', 'folder', 'imagefolder', 'image_folder')
+_TRAIN_SYNONYMS = ('train', 'training')  # timm's dataset_factory synonyms, in its order
+_EVAL_SYNONYMS = ('val', 'valid', 'validation', 'eval', 'evaluation')
 # timm create_dataset arguments that mean nothing for digits-grid (dropped, not passed on)
 _TIMM_ONLY_KWARGS = (
     'search_split', 'class_map', 'load_bytes', 'download', 'batch_size', 'repeats',
@@ -47,6 +57,8 @@ def create_dataset(
         seed: int = 0,
         transform: Optional[Callable] = None,
         num_samples: Optional[int] = None,
+        skip_bad_images: bool = False,
+        skip_log: Optional[os.PathLike] = None,
         **kwargs,
 ) -> torch.utils.data.Dataset:
     """Create a dataset by name (train.py's ``--dataset``, ``--data-dir``, ``--train-split``/``--val-split``).
@@ -60,6 +72,9 @@ def create_dataset(
         seed: digits-grid generation seed; timm's seed for iterable datasets.
         transform: set as the dataset's ``transform``.
         num_samples: digits-grid size (default 10000 / 2000); passed on to timm's iterable datasets.
+        skip_bad_images: for image datasets (folder, tar, ``hfds/``): an image that cannot be decoded
+            is ``None`` (drop it with ``bad_images.drop_missing``) instead of raising ``BadImageError``.
+        skip_log: file that lists each skipped image once (one path a line).
         **kwargs: DigitsGrid options (``cell_size``, ``grid``, ``center_prob``, ``target_transform``, ...)
             or timm ``create_dataset`` options (``class_map``, ``input_img_mode``, ...).
     """
@@ -83,16 +98,64 @@ def create_dataset(
         if not os.path.exists(root) and not (prefix == 'torch' and kwargs.get('download')):
             raise UserError(f'--data-dir {root}: no such directory')
     try:
-        ds = timm.data.create_dataset(
-            name, root=root, split=split, is_training=is_training, seed=seed,
-            num_samples=num_samples, **kwargs)
+        if prefix == '' and os.path.isdir(root):
+            ds = _folder_dataset(root, split, **kwargs)
+        else:
+            ds = timm.data.create_dataset(
+                name, root=root, split=split, is_training=is_training, seed=seed,
+                num_samples=num_samples, **kwargs)
     except RuntimeError as e:
         if 'Found 0 images' in str(e):
             raise UserError(f'--data-dir {root}: no images found (split {split!r})') from None
         raise
+    if isinstance(ds, CheckedImageDataset):
+        ds.skip_bad_images = bool(skip_bad_images)
+        ds.skip_log = type(ds.skip_log)(skip_log)
+    elif type(ds) is timm.data.ImageDataset:
+        ds = CheckedImageDataset.from_dataset(ds, skip_bad_images=skip_bad_images, skip_log=skip_log)
     if transform is not None:
         ds.transform = transform
     return ds
+
+
+def _search_split(root: str, split: str) -> str:
+    """timm's split sub-folder search: ``root/<split>``, else a synonym (train/training,
+    val/valid/validation/eval/evaluation), else ``root``."""
+    split_name = split.split('[')[0]
+    if os.path.exists(os.path.join(root, split_name)):
+        return os.path.join(root, split_name)
+    for synonyms in (_TRAIN_SYNONYMS, _EVAL_SYNONYMS):
+        if split_name in synonyms:
+            for s in synonyms:
+                if os.path.exists(os.path.join(root, s)):
+                    return os.path.join(root, s)
+    return root
+
+
+def _folder_dataset(
+        root: str,
+        split: str,
+        search_split: bool = True,
+        class_map: Any = None,
+        load_bytes: bool = False,
+        input_img_mode: str = 'RGB',
+        transform: Optional[Callable] = None,
+        target_transform: Optional[Callable] = None,
+        download: bool = False,
+        batch_size: int = 1,
+        repeats: int = 0,
+        trust_remote_code: bool = False,
+        **reader_kwargs,
+) -> CheckedImageDataset:
+    """What timm's ``create_dataset('', root, split)`` builds for a folder (the split sub-folder,
+    ``ImageDataset`` with its options, extra keywords to the reader), listed safely."""
+    if search_split:
+        root = _search_split(root, split)
+    reader_kwargs = {k: v for k, v in reader_kwargs.items() if v is not None}
+    reader = SafeReaderImageFolder(root, class_map=class_map or '', **reader_kwargs)
+    return CheckedImageDataset(
+        root, reader=reader, load_bytes=load_bytes, input_img_mode=input_img_mode, transform=transform,
+        target_transform=target_transform)
 
 
 def _strip_ext(path: str) -> str:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from tqdm import tqdm
 
 from timm_multilabel.data import create_dataset, get_image_ids
+from timm_multilabel.data.images import BadImageError
 from timm_multilabel.errors import UserError
 from .annotate import LabelMapAnnotator
 from .image_folder import DatasetImages, ImageListDataset, list_images
@@ -189,7 +190,7 @@ def annotate_images(
             for images, _, errors in loader:
                 bad = [e for e in errors if e]
                 if bad:
-                    raise UserError(bad[0])
+                    raise BadImageError(bad[0])
                 scores, classes = annotator(images.to(device, non_blocking=True))
                 scores, classes = scores.cpu(), classes.to(torch.int32).cpu()
                 off = 0

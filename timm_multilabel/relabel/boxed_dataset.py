@@ -51,7 +51,8 @@ class BoxedDataset(Dataset):
             when None.
 
     Returns per item:
-        ``(Tensor[3, h, w], {'label': int, 'image_id': str, 'box': Tensor[4], 'flipped': bool})``.
+        ``(Tensor[3, h, w], {'label': int, 'image_id': str, 'box': Tensor[4], 'flipped': bool})``, or
+        None where the wrapped dataset returned None (a skipped bad image; see ``data.bad_images``).
     """
 
     def __init__(self, dataset: Any, transform: Callable, image_ids: Optional[Sequence[str]] = None):
@@ -68,7 +69,10 @@ class BoxedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Tuple[Tensor, Dict[str, Any]]:
-        img, label = self.dataset[index]
+    def __getitem__(self, index: int) -> Optional[Tuple[Tensor, Dict[str, Any]]]:
+        item = self.dataset[index]
+        if item is None:  # a bad image skipped by the dataset (skip_bad_images): drop_missing drops it
+            return None
+        img, label = item
         img, box, flipped = self.transform(img)
         return img, {'label': int(label), 'image_id': self.image_ids[index], 'box': box, 'flipped': bool(flipped)}
