@@ -226,6 +226,10 @@ def test_drop_missing_with_default_and_label_pooling_collate(folder_with_bad):
     plain = drop_missing(None)([(torch.zeros(2), 1), None, (torch.ones(2), 0)])
     assert plain[0].shape == (2, 2) and plain[1].tolist() == [1, 0]
     assert drop_missing(default_collate).collate_fn is default_collate
+    batch = [(torch.zeros(2), k) for k in range(4)]
+    assert drop_missing(None, even=True)(batch[:3] + [None])[1].tolist() == [0, 1]  # 3 left: odd -> 2
+    assert drop_missing(None, even=True)(batch[:3])[1].tolist() == [0, 1, 2]  # nothing dropped: as given
+    assert drop_missing(None, even=True)(batch + [None, None])[1].tolist() == [0, 1, 2, 3]
     assert isinstance(pickle.loads(pickle.dumps(drop_missing(None))), type(drop_missing(None)))
 
     ds = create_dataset('', root=str(root), split='train', skip_bad_images=True)

@@ -159,13 +159,17 @@ class DropMissing:
     """``collate_fn`` wrapper that leaves out ``None`` samples (skipped bad images) and collates the
     rest with the wrapped ``collate_fn`` (torch's ``default_collate`` when None, or e.g.
     ``LabelPoolingCollate``); a batch whose samples were all skipped collates to ``None``.
+    ``even=True`` keeps batches even when a sample was dropped (drops one more).
     Picklable (spawn workers); other attributes are the wrapped collate's."""
 
-    def __init__(self, collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None):
+    def __init__(self, collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None, even: bool = False):
         self.collate_fn = collate_fn if collate_fn is not None else default_collate
+        self.even = bool(even)
 
     def __call__(self, batch: Sequence[Any]) -> Any:
         kept = [s for s in batch if s is not None]
+        if self.even and len(kept) < len(batch) and len(kept) % 2:
+            kept = kept[:-1]  # Mixup/CutMix need an even batch: one more sample waits for next epoch
         return self.collate_fn(kept) if kept else None
 
     def __getattr__(self, name: str) -> Any:
@@ -175,6 +179,10 @@ class DropMissing:
         return getattr(collate, name)
 
 
-def drop_missing(collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None) -> DropMissing:
-    """``collate_fn`` (default: torch's ``default_collate``) made to drop ``None`` samples; see :class:`DropMissing`."""
-    return collate_fn if isinstance(collate_fn, DropMissing) else DropMissing(collate_fn)
+def drop_missing(collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None, even: bool = False) -> DropMissing:
+    """``collate_fn`` (default: torch's ``default_collate``) made to drop ``None`` samples; see
+    :class:`DropMissing`. ``even``: when a drop leaves an odd batch, drop one more sample (for
+    Mixup/CutMix, which need an even batch)."""
+    if isinstance(collate_fn, DropMissing):
+        return DropMissing(collate_fn.collate_fn, even=even or collate_fn.even)
+    return DropMissing(collate_fn, even=even)
