@@ -35,6 +35,8 @@ from tqdm.auto import tqdm
 from timm_multilabel import UserError, create_loss, create_target_transform, create_task
 from timm_multilabel.checkpoint_files import load_checkpoint_file
 from timm_multilabel.data import create_dataset, get_class_names, get_num_classes, get_real_labels
+from timm_multilabel.data.bad_images import drop_missing, read_skip_log
+from timm_multilabel.data.images import bad_image_message
 from timm_multilabel.data.real_labels import check_real_labels, load_real_labels, real_labels_for_files
 from timm_multilabel.data.seeded import SeededSamples
 from timm_multilabel.fileio import remove_stale_temps
@@ -52,6 +54,8 @@ from timm_multilabel.training.report import (
 from timm_multilabel.training.resume import RunCheckpoints, TrainState, resume_run
 
 _logger = logging.getLogger('train')
+
+SKIPPED_IMAGES = 'skipped_images.txt'  # --skip-bad-images: one undecodable training image per line
 
 
 def resolve_output_dir(args) -> Path:
@@ -126,6 +130,35 @@ def clip_gradients(accelerator: Accelerator, parameters, value: float, mode: str
         dispatch_clip_grad(parameters, value, mode=mode)
 
 
+def train_step(batch, state: TrainState, task: LoopTask, optimizer, scheduler, accelerator: Accelerator, args,
+               mixup_fn=None) -> torch.Tensor:
+    """One micro-batch ``(images [B, C, H, W], target [B] or [B, C])``: forward, backward and, at the
+    end of an accumulation, the optimizer update and the task's, EMA's and schedule's steps.
+    Returns the loss (a scalar tensor)."""
+    if batch is None:
+        raise UserError('every image of a training batch failed to decode (see the skipped images log); '
+                        'check the data with `timm-multilabel check-images`')
+    images, target = batch
+    if mixup_fn is not None:
+        images, target = mixup_fn(images, target)
+    if args.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with accelerator.accumulate(task.get_trainable_module()):
+        with accelerator.autocast():
+            loss = task(images, target)['loss']
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and args.clip_grad is not None:
+            clip_gradients(accelerator, task.get_clip_parameters(), args.clip_grad, args.clip_mode)
+        optimizer.step()
+        optimizer.zero_grad()
+    if accelerator.sync_gradients:
+        state.num_updates += 1
+        task.after_update()
+        task.update_ema(step=state.num_updates)
+        scheduler.step_update(num_updates=state.num_updates)
+    return loss
+
+
 def train_one_epoch(state: TrainState, task: LoopTask, loader, optimizer, scheduler, accelerator: Accelerator,
                     args, mixup_fn=None, checkpoints: Optional[RunCheckpoints] = None) -> Dict[str, Any]:
     """One epoch of optimizer updates; advances ``state.num_updates``.
@@ -133,11 +166,11 @@ def train_one_epoch(state: TrainState, task: LoopTask, loader, optimizer, schedu
     ``state.epoch_progress`` resumes an unfinished epoch (``batches`` done, running
     ``loss_sum``/``loss_count``/``seconds``/``cpu_seconds``, this rank's ``rng``); every
     ``--checkpoint-every`` updates inside the epoch ``checkpoints.save_mid_epoch`` is called.
+    A training image that cannot be decoded stops the epoch with a one-line UserError naming
+    it, after a mid-epoch checkpoint of the batches done (one process, at an update boundary).
     """
-    epoch = state.epoch
-    model = task.get_trainable_module()
     task.train()
-    if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+    if mixup_fn is not None and args.mixup_off_epoch and state.epoch >= args.mixup_off_epoch:
         mixup_fn.mixup_enabled = False
     progress = state.epoch_progress or {}
     done = int(progress.get('batches', 0))
@@ -146,45 +179,47 @@ def train_one_epoch(state: TrainState, task: LoopTask, loader, optimizer, schedu
     total = len(loader)
     if done:
         loader = accelerator.skip_first_batches(loader, done)
-    bar = tqdm(loader, desc=f'epoch {epoch}', disable=not accelerator.is_main_process, leave=False,
+    bar = tqdm(loader, desc=f'epoch {state.epoch}', disable=not accelerator.is_main_process, leave=False,
                dynamic_ncols=True, unit='batch', initial=done, total=total)
     start = time.time() - float(progress.get('seconds', 0.0))
     cpu_start = time.process_time() - float(progress.get('cpu_seconds', 0.0))
+
+    def progress_now(batches: int) -> Dict[str, Any]:
+        return {'batches': batches, 'loss_sum': loss_sum.item(), 'loss_count': loss_count,
+                'seconds': time.time() - start, 'cpu_seconds': time.process_time() - cpu_start}
+
     resume_rng = progress.get('rng')
-    for batch_idx, (images, target) in enumerate(bar, start=done):
-        if resume_rng is not None:
-            # after the (skipping) loader's first fetch, which draws its worker seed from the
-            # global generator: continue from the state the interrupted run had at this batch
-            set_rng_state(resume_rng)
-            resume_rng = None
-        if mixup_fn is not None:
-            images, target = mixup_fn(images, target)
-        if args.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with accelerator.accumulate(model):
-            with accelerator.autocast():
-                out = task(images, target)
-            loss = out['loss']
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and args.clip_grad is not None:
-                clip_gradients(accelerator, task.get_clip_parameters(), args.clip_grad, args.clip_mode)
-            optimizer.step()
-            optimizer.zero_grad()
-        if accelerator.sync_gradients:
-            state.num_updates += 1
-            task.after_update()
-            task.update_ema(step=state.num_updates)
-            scheduler.step_update(num_updates=state.num_updates)
-        loss_sum += loss.detach().double().cpu()
-        loss_count += 1
-        if (checkpoints is not None and args.checkpoint_every and accelerator.sync_gradients
-                and state.num_updates % args.checkpoint_every == 0 and batch_idx + 1 < total):
-            checkpoints.save_mid_epoch(state, {
-                'batches': batch_idx + 1, 'loss_sum': loss_sum.item(), 'loss_count': loss_count,
-                'seconds': time.time() - start, 'cpu_seconds': time.process_time() - cpu_start})
-        if accelerator.is_main_process and (batch_idx % args.log_interval == 0):
-            bar.set_postfix({'loss': f'{loss.item():.4f}', 'lr': f'{optimizer.param_groups[0]["lr"]:.2e}',
-                             **task.log_state()})
+    batches_done = done
+    try:
+        for batch_idx, batch in enumerate(bar, start=done):
+            if resume_rng is not None:
+                # after the (skipping) loader's first fetch, which draws its worker seed from the
+                # global generator: continue from the state the interrupted run had at this batch
+                set_rng_state(resume_rng)
+                resume_rng = None
+            loss = train_step(batch, state, task, optimizer, scheduler, accelerator, args, mixup_fn)
+            loss_sum += loss.detach().double().cpu()
+            loss_count += 1
+            batches_done = batch_idx + 1
+            if (checkpoints is not None and args.checkpoint_every and accelerator.sync_gradients
+                    and state.num_updates % args.checkpoint_every == 0 and batches_done < total):
+                checkpoints.save_mid_epoch(state, progress_now(batches_done))
+            if accelerator.is_main_process and (batch_idx % args.log_interval == 0):
+                bar.set_postfix({'loss': f'{loss.item():.4f}', 'lr': f'{optimizer.param_groups[0]["lr"]:.2e}',
+                                 **task.log_state()})
+    except Exception as e:
+        message = bad_image_message(e)
+        if message is None:
+            raise
+        bar.close()
+        saved = ''
+        # the checkpoint is collective: with one process only (other ranks would wait forever)
+        if (checkpoints is not None and accelerator.num_processes == 1 and accelerator.sync_gradients
+                and batches_done > done):
+            checkpoints.save_mid_epoch(state, progress_now(batches_done))
+            saved = f' after {batches_done} batches of epoch {state.epoch} (saved: --resume continues there)'
+        raise UserError(f'{message}: training stopped{saved}; replace or remove the file, or pass '
+                        f'--skip-bad-images to drop undecodable images') from None
     state.epoch_progress = None
     # Average the training loss over ranks so every process logs the same number.
     mean = accelerator.reduce(torch.tensor([loss_sum.item(), loss_count], device=accelerator.device), 'sum')
@@ -238,9 +273,10 @@ def run(args, args_text: str) -> Dict[str, Any]:
     set_seed(args.seed)
 
     # ---- data ----
+    skip_log = output_dir / SKIPPED_IMAGES if args.skip_bad_images else None
     dataset_train = create_dataset(
         args.dataset, root=args.data_dir, split=args.train_split, is_training=True, seed=args.seed,
-        num_samples=args.train_num_samples)
+        num_samples=args.train_num_samples, skip_bad_images=args.skip_bad_images, skip_log=skip_log)
     dataset_eval = create_dataset(
         args.dataset, root=args.data_dir, split=args.val_split, is_training=False, seed=args.seed,
         num_samples=args.val_num_samples)
@@ -304,6 +340,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
         dataset_train.transform = create_transform(
             is_training=True, no_aug=args.no_aug, **train_transform_kwargs)
 
+    if args.skip_bad_images:  # undecodable images are dropped from their batch (and listed in summary.json)
+        collate_fn = drop_missing(collate_fn, even=args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None)
+
     # each sample's augmentation draws depend on (seed, epoch, index) only: the same for any
     # --workers, and exact when a run resumes mid-epoch
     train_samples = SeededSamples(dataset_train, args.seed)
@@ -350,6 +389,8 @@ def run(args, args_text: str) -> Dict[str, Any]:
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(output_dir)  # what a killed run was writing
+        if not args.resume and skip_log is not None and skip_log.exists():
+            skip_log.unlink()  # a fresh run lists only its own skipped images
         (output_dir / 'args.yaml').write_text(args_text)
         _logger.info(
             f'{args.model} on {args.dataset or args.data_dir}: {len(dataset_train)} train / {len(dataset_eval)} eval '
@@ -402,6 +443,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
         'method': method,
         'best': {'metric': args.eval_metric, 'value': keeper.best_metric, 'epoch': keeper.best_epoch},
         'warnings': warnings,
+        'skipped_images': read_skip_log(skip_log) if skip_log is not None else [],
         'args': vars(args),
     }
     if task.log_state():

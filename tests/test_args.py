@@ -105,3 +105,9 @@ def test_well_typed_config_values_are_taken(tmp_path):
     args = _args('-c', str(config))
     assert args.epochs == 3 and args.lr == 0.001 and args.bce_loss is True
     assert args.scale == [0.5, 1.0] and args.model_kwargs == {'drop_rate': 0.1}
+
+
+def test_skip_bad_images_needs_batches_that_survive_a_drop():
+    with pytest.raises(UserError, match='--skip-bad-images drops undecodable images .* use --batch-size >= 4'):
+        _args('--skip-bad-images', '-b', '2')
+    assert _args('--skip-bad-images', '-b', '4').skip_bad_images

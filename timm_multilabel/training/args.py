@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
                    help='also write last.pth.tar every N optimizer updates inside an epoch, so --resume continues '
                         'mid-epoch exactly (0: at epoch ends only)')
+    g.add_argument('--skip-bad-images', action='store_true', default=False,
+                   help='drop training images that cannot be decoded from their batch (listed in summary.json and '
+                        'skipped_images.txt) instead of stopping the run; without it the run stops at the first '
+                        'one, naming the file, after a checkpoint it can resume from')
     g.add_argument('-j', '--workers', type=int, default=4, metavar='N', help='data loading processes per rank')
     g.add_argument('--amp', action='store_true', default=False, help='mixed precision (Accelerate autocast)')
     g.add_argument('--amp-dtype', default='float16', type=str, help='float16 or bfloat16 (bfloat16 on CPU)')
@@ -353,6 +357,10 @@ def check_args(args: argparse.Namespace) -> None:
     _check_model_name(args.model)
     if args.initial_checkpoint and not Path(args.initial_checkpoint).is_file():
         raise UserError(f'--initial-checkpoint {args.initial_checkpoint}: no such file')
+    if args.skip_bad_images and args.batch_size < 4:
+        raise UserError(f'--skip-bad-images drops undecodable images from their batch; with --batch-size '
+                        f'{args.batch_size} a batch could shrink to one sample, which BatchNorm cannot train on: '
+                        f'use --batch-size >= 4')
     if args.jsd_loss:
         raise UserError('--jsd-loss needs timm\'s augmentation splits (--aug-splits), which this train.py does not '
                         'provide; use timm\'s train.py for JSD')
