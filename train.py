@@ -36,6 +36,7 @@ from timm_multilabel import UserError, create_loss, create_target_transform, cre
 from timm_multilabel.checkpoint_files import load_checkpoint_file
 from timm_multilabel.data import create_dataset, get_class_names, get_num_classes, get_real_labels
 from timm_multilabel.data.bad_images import drop_missing, read_skip_log
+from timm_multilabel.data.dataset_factory import image_folder_root
 from timm_multilabel.data.images import bad_image_message
 from timm_multilabel.data.real_labels import check_real_labels, load_real_labels, real_labels_for_files
 from timm_multilabel.data.seeded import SeededSamples
@@ -280,6 +281,11 @@ def run(args, args_text: str) -> Dict[str, Any]:
     dataset_eval = create_dataset(
         args.dataset, root=args.data_dir, split=args.val_split, is_training=False, seed=args.seed,
         num_samples=args.val_num_samples)
+    train_root = image_folder_root(dataset_train)
+    if train_root is not None and train_root == image_folder_root(dataset_eval):
+        raise UserError(f'--data-dir {args.data_dir}: no {args.val_split!r} folder beside the training images, so '
+                        f'evaluation would run on them; use timm\'s layout DIR/train/<class>/ and '
+                        f'DIR/validation/<class>/, or name the evaluation folder with --val-split')
     if isinstance(dataset_train, torch.utils.data.IterableDataset):
         raise UserError(f'--dataset {args.dataset}: streaming datasets are not supported (train.py shuffles by '
                         f'index, resumes mid-epoch and keys label maps by image id); use a map-style one such as '

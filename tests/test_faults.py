@@ -132,3 +132,15 @@ def test_temporary_files_of_a_killed_run_are_removed_by_the_next(tmp_path, run):
     assert not [p for p in out.iterdir() if '.tmp-' in p.name]
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
     assert len(set(modes.values())) == 1, modes  # model.safetensors like its neighbours
+
+
+def test_a_flat_image_folder_is_not_evaluated_on_its_own_training_images(tmp_path, run):
+    from PIL import Image
+    for cls in ('a', 'b'):
+        (tmp_path / 'flat' / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new('RGB', (8, 8)).save(tmp_path / 'flat' / cls / f'{i}.png')
+    proc = run(['train.py', '--dataset', '', '--data-dir', tmp_path / 'flat', *TINY, '--output', tmp_path / 'out'],
+               check=False)
+    _one_line_error(proc, "no 'validation' folder beside the training images", '--val-split')
+    assert not (tmp_path / 'out').exists()

@@ -118,6 +118,12 @@ def create_dataset(
     return ds
 
 
+def image_folder_root(dataset: Any) -> Optional[str]:
+    """The folder an image-folder dataset reads (its split sub-folder), else None."""
+    root = getattr(getattr(dataset, 'reader', None), 'root', None)
+    return os.path.realpath(root) if isinstance(root, str) and os.path.isdir(root) else None
+
+
 def _search_split(root: str, split: str) -> str:
     """timm's split sub-folder search: ``root/<split>``, else a synonym (train/training,
     val/valid/validation/eval/evaluation), else ``root``."""
