@@ -16,6 +16,17 @@ little; ``pt_bytes_per_map`` is the official one-file-per-image format for compa
 - pooled targets, uint8 and float16 vs float32 maps: RoIAlign (1x1, torchvision, official
   conventions) of the densified map (absent classes 0) over random RandomResizedCrop boxes and
   over the whole image, softmax; max |p - p32|, mean KL(p32 || p), top-1 agreement.
+- ``verify_imagenet_s_{float16,uint8}`` (target < 60 s): the pre-flight check
+  ``verify_label_maps`` (every score finite, class ids in range, row lengths, duplicate ids) of
+  ImageNet's 1,281,167 maps (5 x 15 x 15, top-5, 1000 classes), extrapolated linearly from
+  ``--verify-maps`` synthetic maps written with the package's writer (shards of 10,000 as
+  ``annotate`` writes them; per image a pool of 12 classes drawn per cell, scores sorted normal
+  logits), on one core: torch, pyarrow and BLAS limited to one thread; best of 3 of the process's
+  CPU time (equal to the wall clock on an idle core; the wall clock is reported too, as
+  ``verify_imagenet_wall_s_*``, inflated when other jobs share the cores). ``verify_cached_ms``:
+  the second call on an unchanged folder (no shard read).
+
+``--verify-only`` skips the real-map measurements (no annotator run).
 """
 from __future__ import annotations
 
@@ -97,6 +108,79 @@ def compare(p32, p):
             'top1_agree': float((p.argmax(1) == p32.argmax(1)).float().mean())}
 
 
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+def synthetic_batches(n, shape=(5, 15, 15), num_classes=1000, batch=2000, seed=0):
+    """``(scores, classes)`` batches of ``n`` synthetic maps: scores sorted normal logits, each image's
+    class ids drawn per cell from its own pool of 12 classes (neighbouring cells share classes, as in
+    real maps)."""
+    g = torch.Generator().manual_seed(seed)
+    k, h, w = shape
+    for a in range(0, n, batch):
+        m = min(batch, n - a)
+        scores = (torch.randn(m, k, h, w, generator=g) * 3).sort(1, descending=True).values
+        pool = torch.randint(0, num_classes, (m, 12), generator=g)
+        pick = torch.randint(0, 12, (m, k * h * w), generator=g)
+        yield scores, pool.gather(1, pick).reshape(m, k, h, w)
+
+
+def measure_verify(n, tmp, repeats=3):
+    """Single-core time of ``verify_label_maps`` over ``n`` synthetic maps per dtype, extrapolated to ImageNet."""
+    import pyarrow as pa
+    from timm_multilabel.relabel.verify import verify_label_maps
+    from timm_multilabel.relabel.writer import write_maps_folder
+    threads = torch.get_num_threads(), pa.cpu_count(), pa.io_thread_count()
+    torch.set_num_threads(1)
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    res = {'verify_maps': n, 'verify_map_shape': [5, 15, 15]}
+    ids = [f'n{i % 1000:08d}/n{i % 1000:08d}_{i:07d}' for i in range(n)]
+    try:
+        for dtype in ('float16', 'uint8'):
+            folder = os.path.join(tmp, f'verify_{dtype}')
+            info = dict(annotator='synthetic', input_size=480, map_size=(15, 15), topk=5, dtype=dtype, num_classes=1000)
+            write_maps_folder(folder, ids, synthetic_batches(n), info, shard_size=10000)
+            cpu, wall = [], []
+            for _ in range(repeats):
+                t, c = time.perf_counter(), time.process_time()
+                out = verify_label_maps(folder, num_classes=1000, use_cache=False, progress=False)
+                wall.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+                assert out['num_images'] == n and not out['cached']
+            rate = n / min(cpu)
+            res[f'verify_maps_per_s_{dtype}'] = round(rate)
+            res[f'verify_imagenet_s_{dtype}'] = round(IMAGENET_TRAIN_IMAGES / rate, 1)
+            res[f'verify_imagenet_wall_s_{dtype}'] = round(IMAGENET_TRAIN_IMAGES * min(wall) / n, 1)
+            verify_label_maps(folder, num_classes=1000, progress=False)  # remember it
+            t = time.perf_counter()
+            assert verify_label_maps(folder, num_classes=1000, progress=False)['cached']
+            res['verify_cached_ms'] = round((time.perf_counter() - t) * 1e3, 1)
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        torch.set_num_threads(threads[0])
+        pa.set_cpu_count(threads[1])
+        pa.set_io_thread_count(threads[2])
+    return res
+
+
+def verify_rows(res):
+    if 'verify_imagenet_s_float16' not in res:
+        return []
+    return [('verify 1.28M maps, 1 core, fp16 / uint8 s (target < 60)',
+             f"{res['verify_imagenet_s_float16']} / {res['verify_imagenet_s_uint8']} "
+             f"({res['verify_maps_per_s_float16']:,} / {res['verify_maps_per_s_uint8']:,} maps/s; wall "
+             f"{res['verify_imagenet_wall_s_float16']} / {res['verify_imagenet_wall_s_uint8']} s)"),
+            ('verify again, shards unchanged (cached) ms', res['verify_cached_ms'])]
+
+
+def print_table(title, rows):
+    print(title)
+    width = max(len(r[0]) for r in rows)
+    for name, v in rows:
+        print(f'  {name:<{width}}  {v}')
+
+
 def timed(fn, repeats):
     t = time.perf_counter()
     for _ in range(repeats):
@@ -112,9 +196,27 @@ def main(argv=None):
     parser.add_argument('--img-size', type=int, default=480, help='annotator input size (480 -> 15x15 maps)')
     parser.add_argument('--reads', type=int, default=2000, help='random single-map reads timed')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    parser.add_argument('--verify-maps', type=int, default=20000,
+                        help='synthetic maps per dtype for the verify measurement (0: skip it)')
+    parser.add_argument('--verify-only', action='store_true', help='only the verify measurement (no real maps)')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    machine = f'{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}'
+    if args.verify_only:
+        if args.verify_maps < 1:
+            parser.error('--verify-only needs --verify-maps >= 1')
+        tmp = tempfile.mkdtemp(prefix='maps_io_')
+        try:
+            res = measure_verify(args.verify_maps, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        res['machine'] = f'{machine}, 1 thread'
+        print_table(f'label maps: verify {args.verify_maps} synthetic 5x15x15 maps per dtype ({res["machine"]})',
+                    verify_rows(res))
+        if args.json:
+            write_json(args.json, res)
+        return res
 
     t0 = time.perf_counter()
     scores, classes, annotator = real_maps(args.num_images, args.img_size)
@@ -173,10 +275,12 @@ def main(argv=None):
                 p = pooled_targets(s.repeat(rep, 1, 1, 1), c.repeat(rep, 1, 1, 1), bx, annotator.num_classes)
                 for key, v in compare(p32, p).items():
                     res[f'pooled_{name}_{key}_{dtype}_vs_float32'] = v
+        if args.verify_maps > 0:
+            res.update(measure_verify(args.verify_maps, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    res['machine'] = f'{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, {args.threads} threads'
+    res['machine'] = f'{machine}, {args.threads} threads (verify: 1)'
     rows = [('bytes/map float16 (target <= 3600)', res['bytes_per_map_float16']),
             ('bytes/map uint8 (target <= 2500)', res['bytes_per_map_uint8']),
             ('bytes/map float32', res['bytes_per_map_float32']),
@@ -189,11 +293,8 @@ def main(argv=None):
                 res['pooled_crop_top1_agree_uint8_vs_float32'])),
             ('pooled crop target, fp16 vs fp32: max|dp|, KL, top1', '{:.2e}, {:.2e}, {:.4f}'.format(
                 res['pooled_crop_max_abs_float16_vs_float32'], res['pooled_crop_mean_kl_float16_vs_float32'],
-                res['pooled_crop_top1_agree_float16_vs_float32']))]
-    print(f'label maps: {n} real {k}x{h}x{w} maps ({res["annotator"]}, {res["machine"]})')
-    width = max(len(r[0]) for r in rows)
-    for name, v in rows:
-        print(f'  {name:<{width}}  {v}')
+                res['pooled_crop_top1_agree_float16_vs_float32']))] + verify_rows(res)
+    print_table(f'label maps: {n} real {k}x{h}x{w} maps ({res["annotator"]}, {res["machine"]})', rows)
     if args.json:
         write_json(args.json, res)
     return res

@@ -197,3 +197,16 @@ def test_check_values_false_skips_only_the_value_checks():
     assert label_pool(scores, classes, outside, 20, check_values=False).shape == (4, 20)
     with pytest.raises(UserError, match='classes must be an integer Tensor'):  # shapes/dtypes still checked
         label_pool(scores, classes.float(), boxes, 20, check_values=False)
+
+
+@pytest.mark.parametrize('value', [math.nan, math.inf, -math.inf])
+def test_non_finite_scores_and_fill_are_refused(value):
+    g = torch.Generator().manual_seed(5)
+    scores, classes = _random_maps(3, 2, 4, 4, 10, g)
+    boxes = _random_boxes(3, g)
+    bad = scores.clone()
+    bad[2, 1, 3, 0] = value
+    with pytest.raises(UserError, match=r'^label_pool: label map 2 has NaN or inf scores$'):
+        label_pool(bad, classes, boxes, 10)
+    with pytest.raises(UserError, match=r'^label_pool: fill must be a finite number'):
+        label_pool(scores, classes, boxes, 10, fill=value)

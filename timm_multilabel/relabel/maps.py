@@ -71,10 +71,15 @@ def check_maps(
     if dtype not in MAP_DTYPES:
         raise UserError(f'{where}: unknown dtype {dtype!r}; choose one of {", ".join(MAP_DTYPES)}')
 
+    if 0 in tuple(scores.shape[1:]):
+        raise UserError(f'{where}: maps of shape [K, H, W] = {list(scores.shape[1:])} hold no scores; '
+                        f'K, H and W must be >= 1')
+
     def _name(n: int) -> str:
         return repr(image_ids[n]) if image_ids is not None else f'#{n}'
 
-    flat = scores.reshape(scores.shape[0], -1)
+    numel = int(np.prod(tuple(scores.shape[1:])))
+    flat = scores.reshape(scores.shape[0], numel)
     bad = ~torch.isfinite(flat).all(dim=1)
     if bad.any():
         raise UserError(f'{where}: map of image {_name(int(bad.nonzero()[0]))} has NaN or inf scores')
@@ -83,7 +88,7 @@ def check_maps(
         if over.any():
             raise UserError(f'{where}: map of image {_name(int(over.nonzero()[0]))} has scores beyond the '
                             f'float16 range (+-{FLOAT16_MAX:g}); use --dtype float32 or uint8')
-    cflat = classes.reshape(classes.shape[0], -1)
+    cflat = classes.reshape(classes.shape[0], numel)
     if cflat.is_floating_point():
         frac = (cflat != cflat.round()).any(dim=1)
         if frac.any():
@@ -103,9 +108,9 @@ def encode_maps(
 ) -> EncodedMaps:
     """Encode ``scores [N, K, H, W]`` / ``classes [N, K, H, W]`` for storage (validated first)."""
     check_maps(scores, classes, num_classes, dtype, image_ids)
-    n = scores.shape[0]
-    s = scores.detach().to('cpu', torch.float32).reshape(n, -1).numpy()
-    c = classes.detach().to('cpu').reshape(n, -1).numpy().astype(class_id_dtype(num_classes))
+    n, numel = scores.shape[0], int(np.prod(tuple(scores.shape[1:])))
+    s = scores.detach().to('cpu', torch.float32).reshape(n, numel).numpy()
+    c = classes.detach().to('cpu').reshape(n, numel).numpy().astype(class_id_dtype(num_classes))
     if dtype == 'float32':
         return EncodedMaps(np.ascontiguousarray(s), c)
     if dtype == 'float16':

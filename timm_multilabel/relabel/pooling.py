@@ -146,7 +146,11 @@ def _validate(scores: Tensor, classes: Tensor, boxes: Tensor, num_classes: int, 
     lo, hi = torch.aminmax(classes)
     in_range = ((boxes >= -eps) & (boxes <= 1 + eps)).all(1)  # NaN fails both comparisons
     bad = ~in_range | (boxes[:, 2:] < boxes[:, :2]).any(1)
-    lo, hi, any_bad = torch.stack([lo.float(), hi.float(), bad.any().float()]).tolist()
+    finite = torch.isfinite(scores).all()
+    lo, hi, any_bad, finite = torch.stack([lo.float(), hi.float(), bad.any().float(), finite.float()]).tolist()
+    if not finite:
+        k = int((~torch.isfinite(scores.reshape(scores.shape[0], -1))).any(1).nonzero()[0, 0])
+        raise UserError(f"label_pool: label map {k} has NaN or inf scores")
     if lo < 0 or hi >= num_classes:
         raise UserError(f"label_pool: label-map class ids span [{int(lo)}, {int(hi)}], outside "
                         f"[0, {num_classes - 1}] (num_classes={num_classes})")
@@ -175,6 +179,8 @@ def label_pool_logits(
     docstring, up to float rounding.
     """
     _validate(scores, classes, boxes, num_classes, check_values)
+    if not isinstance(fill, (int, float)) or isinstance(fill, bool) or fill != fill or abs(fill) == float('inf'):
+        raise UserError(f"label_pool: fill must be a finite number, got {fill!r}")
     oh, ow = _pair(output_size)
     n, k, h, w = scores.shape
     dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
@@ -232,10 +238,11 @@ def label_pool(
         sampling_ratio (int): bilinear samples per bin and axis; ``<= 0`` is torchvision's
             adaptive ``ceil(roi_size / bins)`` (the official setting).
         aligned (bool): False (official): RoI size clamped to >= 1 map cell; True: no clamp.
-        check_values (bool): refuse, in one line, class ids outside ``[0, C)`` and boxes outside
-            the image. Costs one device-to-host sync when the tensors are on a GPU, which stalls
-            an asynchronous training step (about +5% on a ResNet-50 step on an H100); pass False
-            there for maps already checked (``load_label_maps`` and train.py check them up front).
+        check_values (bool): refuse, in one line, NaN / inf scores, class ids outside ``[0, C)``
+            and boxes outside the image. Costs one device-to-host sync when the tensors are on a
+            GPU, which stalls an asynchronous training step (about +5% on a ResNet-50 step on an
+            H100); pass False there for maps already checked (``load_label_maps`` and train.py
+            check them up front).
             Shapes and dtypes are always checked.
 
     Returns:

@@ -8,22 +8,26 @@ lazily and share the pages.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import huggingface_hub
+from huggingface_hub import constants
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
 from ..errors import UserError
 from .maps import decode_scores
-from .writer import SHARD_GLOB, list_shards, map_schema, read_map_info
+from .verify import check_shard_schema, verify_label_maps
+from .writer import CARD_FILE, SHARD_GLOB, list_shards, read_map_info
 
-__all__ = ['LabelMapStore', 'load_label_maps']
+__all__ = ['LabelMapStore', 'load_label_maps', 'resolve_label_maps']
 
 _logger = logging.getLogger(__name__)
 _REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
@@ -72,17 +76,12 @@ class LabelMapStore:
     # -- opening ----------------------------------------------------------------------------
 
     def _check_shards(self) -> None:
-        want = map_schema(self.dtype, self.num_classes)
         for path in self._shards:
             try:
                 schema = pq.read_schema(path)
             except Exception as e:  # noqa: BLE001
                 raise UserError(f'unreadable label-map shard {path} ({_first_line(e)})') from e
-            for field in want:
-                if field.name not in schema.names or not schema.field(field.name).type.equals(field.type):
-                    got = schema.field(field.name).type if field.name in schema.names else 'missing'
-                    raise UserError(f'label-map shard {path}: column {field.name!r} is {got}, '
-                                    f'the card ({self.dtype}, {self.num_classes} classes) needs {field.type}')
+            check_shard_schema(path, schema, self.dtype, self.num_classes)
 
     def _load(self, cache_dir: Optional[str]):
         import datasets  # heavy; only when maps are opened
@@ -99,7 +98,10 @@ class LabelMapStore:
 
     def _build_index(self) -> Dict[str, Any]:
         table = self._ds.data.table
-        ids = np.array([s.encode('utf-8') for s in table.column('image_id').to_pylist()], dtype=bytes)
+        id_col = table.column('image_id')
+        if id_col.null_count:
+            raise UserError(f'{self.folder}: {id_col.null_count} label map(s) have no image_id (null)')
+        ids = np.array([s.encode('utf-8') for s in id_col.to_pylist()], dtype=bytes)
         order = None
         if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
             order = np.argsort(ids, kind='stable')
@@ -111,9 +113,14 @@ class LabelMapStore:
         for col in ('scores', 'classes'):
             views, starts = [], [0]
             for chunk in table.column(col).chunks:
-                flat = chunk.flatten().to_numpy(zero_copy_only=False)
-                if flat.size != len(chunk) * self._numel:
-                    raise UserError(f'{self.folder}: {col} rows are not {self._shape} maps')
+                lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
+                flat = chunk.flatten()
+                if chunk.null_count or flat.null_count or (lengths != self._numel).any():
+                    bad = np.flatnonzero(np.isnan(lengths.astype(np.float64)) | (lengths != self._numel))
+                    row = int(bad[0]) if len(bad) else 0
+                    raise UserError(f'{self.folder}: the {col} of image {id_col[int(starts[-1]) + row].as_py()!r} '
+                                    f'are not a {self._shape} map (null values or a row of another length)')
+                flat = flat.to_numpy(zero_copy_only=False)
                 views.append(flat.reshape(len(chunk), self._numel))
                 starts.append(starts[-1] + len(chunk))
             index[col] = (views, np.asarray(starts, dtype=np.int64))
@@ -220,23 +227,80 @@ class LabelMapStore:
         return torch.from_numpy(scores.reshape(self._shape)), torch.from_numpy(classes.reshape(self._shape))
 
 
+def _hub_or_folder_error(where: str, repo_id: str, e: BaseException) -> UserError:
+    name = type(e).__name__
+    if constants.HF_HUB_OFFLINE or name == 'OfflineModeIsEnabled':
+        return UserError(f'{where}: no such folder, and no Hub dataset {repo_id} in the offline cache '
+                         f'(HF_HUB_OFFLINE is set)')
+    if name in ('RepositoryNotFoundError', 'GatedRepoError', 'RevisionNotFoundError'):
+        return UserError(f'{where}: no such folder, and no Hub dataset {repo_id} you can read ({_first_line(e)})')
+    if name == 'LocalEntryNotFoundError':
+        return UserError(f'{where}: no such folder, and the Hub dataset {repo_id} is neither in the local cache '
+                         f'nor downloadable (no network?)')
+    return UserError(f'{where}: no such folder, and cannot download the Hub dataset {repo_id} ({_first_line(e)})')
+
+
+def resolve_label_maps(
+        path_or_repo_id: str,
+        revision: Optional[str] = None,
+        token: Optional[str] = None,
+        arg_name: Optional[str] = None,
+) -> str:
+    """The local folder of a label-map dataset: ``path_or_repo_id`` itself when it is a folder,
+    else the snapshot of the Hub dataset repo ``org/name`` (card and shards only).
+
+    What is a path: anything that starts with ``.``, ``/`` or ``~``, has more than one ``/`` or
+    other characters a Hub id cannot hold, or whose first component is an existing folder
+    (``maps/lite0`` when ``maps/`` exists). Those that do not exist are refused in one line
+    (``--relabel-maps maps/lite0: no such folder (...)``, with a close match if there is one);
+    only a bare ``org/name`` goes to the Hub. ``arg_name`` names the flag in messages.
+    """
+    raw = str(path_or_repo_id)
+    path = os.path.expanduser(raw)
+    if os.path.isdir(path):
+        return path
+    where = f'{arg_name} {raw}' if arg_name else f'label maps {raw}'
+    if os.path.exists(path):
+        raise UserError(f'{where}: is a file; expected a label-map dataset folder (README.md + {SHARD_GLOB})')
+    absolute = os.path.abspath(path)
+    local = f'{where}: no such folder (no label-map dataset folder at {absolute})'
+    parent = os.path.dirname(absolute)
+    if not _REPO_ID.match(raw) or os.path.isdir(raw.split('/')[0]):
+        if os.path.isdir(parent):
+            try:
+                near = difflib.get_close_matches(os.path.basename(absolute), os.listdir(parent), n=1, cutoff=0.75)
+            except OSError:
+                near = []
+            if near:
+                local += f'; did you mean {os.path.join(os.path.dirname(raw), near[0])}?'
+        raise UserError(local)
+    try:
+        return huggingface_hub.snapshot_download(repo_id=raw, repo_type='dataset', revision=revision, token=token,
+                                                 allow_patterns=[CARD_FILE, 'data/*.parquet'])
+    except Exception as e:  # noqa: BLE001 -- offline, missing repo, auth
+        raise _hub_or_folder_error(where, raw, e) from e
+
+
 def load_label_maps(
         path_or_repo_id: str,
         revision: Optional[str] = None,
         cache_dir: Optional[str] = None,
         token: Optional[str] = None,
+        verify: bool = True,
+        num_classes: Optional[int] = None,
+        arg_name: Optional[str] = None,
+        progress: bool = True,
 ) -> LabelMapStore:
     """Open a label-map dataset: a local folder, or a Hub dataset repo ``org/name``
-    (downloaded with ``huggingface_hub.snapshot_download``, card and shards only)."""
-    path = os.path.expanduser(str(path_or_repo_id))
-    if os.path.isdir(path):
-        return LabelMapStore(path, cache_dir=cache_dir)
-    if os.path.exists(path) or not _REPO_ID.match(str(path_or_repo_id)):
-        raise UserError(f'no label-map dataset folder at {path_or_repo_id}')
-    try:
-        folder = huggingface_hub.snapshot_download(repo_id=str(path_or_repo_id), repo_type='dataset', revision=revision,
-                                   token=token, allow_patterns=['README.md', 'data/*.parquet'])
-    except Exception as e:  # noqa: BLE001 -- offline, missing repo, auth
-        raise UserError(f'cannot download the label-map dataset {path_or_repo_id} from the Hub '
-                        f'({_first_line(e)})') from e
+    (downloaded with ``huggingface_hub.snapshot_download``, card and shards only; see
+    :func:`resolve_label_maps` for what counts as a path).
+
+    With ``verify`` (default) the whole dataset is checked first by
+    :func:`~timm_multilabel.relabel.verify.verify_label_maps` (finite scores, class ids below the
+    card's and ``num_classes``, row lengths, duplicate ids, card field types); a folder that passed
+    is not rescanned while its shards are unchanged. Problems are ``UserError`` lines.
+    """
+    folder = resolve_label_maps(path_or_repo_id, revision=revision, token=token, arg_name=arg_name)
+    if verify:
+        verify_label_maps(folder, num_classes=num_classes, progress=progress)
     return LabelMapStore(folder, cache_dir=cache_dir)

@@ -41,8 +41,8 @@ from .maps import MAP_DTYPES, EncodedMaps, class_id_dtype, encode_maps
 __all__ = [
     'DATA_DIR', 'SHARD_GLOB', 'RUN_FILE', 'CARD_FILE', 'shard_name', 'list_shards', 'map_schema', 'maps_table',
     'write_table_atomic', 'write_shard', 'ShardWriter', 'write_run_plan', 'read_run_plan', 'ids_fingerprint',
-    'write_dataset_card', 'read_map_info', 'push_maps', 'dataset_card_template', 'remove_map_files',
-    'write_maps_folder',
+    'write_dataset_card', 'read_map_info', 'check_map_info', 'push_maps', 'dataset_card_template',
+    'remove_map_files', 'write_maps_folder', 'VERIFIED_FILE',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ _logger = logging.getLogger(__name__)
 DATA_DIR = 'data'
 SHARD_GLOB = 'data/train-*.parquet'
 RUN_FILE = '.label_maps_run.json'
+VERIFIED_FILE = '.label_maps_verified.json'  # verify_label_maps' cache (not uploaded)
 CARD_FILE = 'README.md'
 _SHARD_RE = re.compile(r'^train-(\d{5,})-of-(\d{5,})\.parquet$')
 _ZSTD_LEVEL = 3
@@ -177,7 +178,7 @@ def remove_map_files(folder: str, everything: bool = False) -> None:
             if _is_temp(name) or (everything and _SHARD_RE.match(name)):
                 os.unlink(os.path.join(data, name))
     if everything:
-        for name in (CARD_FILE, RUN_FILE):
+        for name in (CARD_FILE, RUN_FILE, VERIFIED_FILE):
             p = os.path.join(folder, name)
             if os.path.exists(p):
                 os.unlink(p)
@@ -313,9 +314,57 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
     return path
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_map_info(meta: Any, where: str) -> Dict[str, Any]:
+    """Validate the ``label_maps`` metadata of a card; returns it normalized (``map_size`` a tuple).
+
+    Required: ``annotator`` (str), ``input_size`` (positive int), ``map_size`` ([H, W] positive
+    ints), ``topk`` (positive int), ``dtype`` (one of ``MAP_DTYPES``), ``num_classes`` (positive
+    int); optional: ``class_names`` (``num_classes`` strings), ``num_images`` (int >= 0).
+    Anything else is refused with one ``UserError`` line naming ``where`` and the field."""
+    if not isinstance(meta, dict):
+        raise UserError(f'{where} has no label_maps metadata ({", ".join(_REQUIRED)})')
+    missing = [k for k in _REQUIRED if meta.get(k) is None]
+    if missing:
+        raise UserError(f'{where}: label_maps lacks {", ".join(missing)} (needs {", ".join(_REQUIRED)})')
+
+    def bad(key: str, want: str) -> UserError:
+        return UserError(f'{where}: label_maps.{key} is {meta[key]!r}, expected {want}'[:400])
+
+    if not isinstance(meta['annotator'], str) or not meta['annotator'].strip():
+        raise bad('annotator', 'a model name (string)')
+    for key in ('input_size', 'topk', 'num_classes'):
+        if not _is_int(meta[key]) or meta[key] <= 0:
+            raise bad(key, 'a positive integer')
+    size = meta['map_size']
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
+        raise bad('map_size', '[H, W], two positive integers')
+    if not isinstance(meta['dtype'], str) or meta['dtype'] not in MAP_DTYPES:
+        raise bad('dtype', f'one of {", ".join(MAP_DTYPES)}')
+    names = meta.get('class_names')
+    if names is not None:
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise UserError(f'{where}: label_maps.class_names must be a list of strings')
+        if len(names) != meta['num_classes']:
+            raise UserError(f'{where}: label_maps.class_names has {len(names)} names for '
+                            f'{meta["num_classes"]} classes')
+    num = meta.get('num_images')
+    if num is not None and (not _is_int(num) or num < 0):
+        raise bad('num_images', 'a count (integer >= 0)')
+    meta = dict(meta)
+    meta['map_size'] = tuple(int(v) for v in size)
+    for key in ('input_size', 'topk', 'num_classes'):
+        meta[key] = int(meta[key])
+    return meta
+
+
 def read_map_info(folder: str) -> Dict[str, Any]:
     """The ``label_maps`` metadata of ``folder/README.md`` (annotator, weights, input_size,
-    map_size, topk, dtype, num_classes, class_names, num_images, ...), plus ``license``."""
+    map_size, topk, dtype, num_classes, class_names, num_images, ...), plus ``license``.
+    Fields of the wrong type are refused in one line (see :func:`check_map_info`)."""
     path = os.path.join(folder, CARD_FILE)
     if not os.path.isfile(path):
         hint = ' (an unfinished annotate run? continue it with --resume)' if os.path.exists(
@@ -323,13 +372,12 @@ def read_map_info(folder: str) -> Dict[str, Any]:
         raise UserError(f'no dataset card {path}: not a label-map dataset{hint}')
     try:
         data = DatasetCard.load(path).data.to_dict()
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f'cannot read the dataset card {path}: {e}') from e
-    meta = data.get('label_maps')
-    if not isinstance(meta, dict) or any(meta.get(k) is None for k in _REQUIRED):
+    except Exception as e:  # noqa: BLE001 -- YAML errors, bad encodings: one line
+        text = ' '.join(str(e).split())[:300]
+        raise UserError(f'cannot read the dataset card {path}: {type(e).__name__}: {text}') from e
+    if not isinstance(data, dict):
         raise UserError(f'dataset card {path} has no label_maps metadata ({", ".join(_REQUIRED)})')
-    meta = dict(meta)
-    meta['map_size'] = tuple(int(v) for v in meta['map_size'])
+    meta = check_map_info(data.get('label_maps'), f'dataset card {path}')
     meta.setdefault('license', data.get('license'))
     return meta
 

@@ -30,10 +30,13 @@ def build_relabel_training(
     """Wrap the training set so each sample carries its crop box and image id, and build the
     collate that pools each crop's soft target [C] from the label maps.
 
-    Refuses, in one line and before any training, maps that cannot be read, maps that miss
-    training images, and maps whose classes exceed the model's.
+    Refuses, in one line and before any training (and before train.py writes to --output): a
+    ``--relabel-maps`` path that does not exist, maps that cannot be read, card fields of the wrong
+    type, and -- checking every map of every shard, cached while the shards are unchanged
+    (``verify_label_maps``) -- NaN / inf scores, class ids outside the model's classes, rows that
+    are not K*H*W maps, duplicate image ids; then maps that miss training images.
     """
-    store = load_label_maps(args.relabel_maps)
+    store = load_label_maps(args.relabel_maps, num_classes=num_classes, arg_name='--relabel-maps')
     image_ids = get_image_ids(dataset_train)
     check_maps_cover(store, image_ids, num_classes)
     dataset_train.transform = None
