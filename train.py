@@ -340,7 +340,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
     collate_fn = None
     dense_targets = False
     if args.relabel_maps:
-        dataset_train, collate_fn = build_relabel_training(args, dataset_train, train_transform_kwargs, num_classes)
+        with accelerator.main_process_first():  # the main process checks the maps; the others read its cache
+            dataset_train, collate_fn = build_relabel_training(args, dataset_train, train_transform_kwargs,
+                                                               num_classes)
         dense_targets = True
     else:
         dataset_train.transform = create_transform(

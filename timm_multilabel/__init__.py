@@ -20,6 +20,7 @@ _LAZY = {
     'MILeTask': 'timm_multilabel.mile',
     'LabelMapAnnotator': 'timm_multilabel.relabel.annotate',
     'load_label_maps': 'timm_multilabel.relabel.store',
+    'verify_label_maps': 'timm_multilabel.relabel.verify',
     'LabelMapStore': 'timm_multilabel.relabel.store',
     'label_pool': 'timm_multilabel.relabel.pooling',
     'LabelPoolingCollate': 'timm_multilabel.relabel.collate',
