@@ -40,7 +40,7 @@ from timm_multilabel.data.dataset_factory import image_folder_root
 from timm_multilabel.data.images import bad_image_message
 from timm_multilabel.data.real_labels import check_real_labels, load_real_labels, real_labels_for_files
 from timm_multilabel.data.seeded import SeededSamples
-from timm_multilabel.fileio import remove_stale_temps
+from timm_multilabel.fileio import FolderLock, remove_stale_temps
 from timm_multilabel.hub import push_model_folder, save_model_folder
 from timm_multilabel.logs import setup_logging
 from timm_multilabel.losses import output_activation
@@ -394,8 +394,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
         scheduler.step(state.epoch)
     checkpoints = RunCheckpoints(accelerator, keeper, task, optimizer, scheduler, args)
 
+    output_lock = FolderLock(output_dir, '--output')
     if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        output_lock.acquire()  # creates the folder; a second run writing there is refused
         remove_stale_temps(output_dir)  # what a killed run was writing
         if not args.resume and skip_log is not None and skip_log.exists():
             skip_log.unlink()  # a fresh run lists only its own skipped images
@@ -466,6 +467,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
         print(f'output: {output_dir}')
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    output_lock.release()
     return summary
 
 

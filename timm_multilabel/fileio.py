@@ -8,6 +8,7 @@ listings skip them and :func:`remove_stale_temps` can find those a ``kill -9`` l
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -15,7 +16,9 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Union
+from typing import Any, Iterator, List, Optional, TextIO, Union
+
+from .errors import UserError
 
 PathLike = Union[str, os.PathLike]
 
@@ -115,3 +118,49 @@ def remove_stale_temps(folder: PathLike) -> List[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+LOCK_NAME = '.lock'
+
+
+class FolderLock:
+    """An exclusive lock on ``folder/.lock`` while one run writes into ``folder``, so that a second
+    run there (an ``--overwrite`` in another shell, a second launch) is refused in one line instead
+    of the two runs writing over each other. Released by :meth:`release`, or by the operating
+    system when the process ends (``kill -9`` included: no stale lock is left)."""
+
+    def __init__(self, folder: PathLike, flag: str):
+        self.folder = Path(folder)
+        self.flag = flag
+        self._file: Optional[TextIO] = None
+
+    def acquire(self) -> 'FolderLock':
+        """Take the lock (creating the folder); UserError when another live process holds it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        f = open(self.folder / LOCK_NAME, 'a+')
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or '?'
+            f.close()
+            raise UserError(f'{self.flag} {self.folder}: another run (pid {holder}) is writing there; wait for it to '
+                            f'end or choose another folder') from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> 'FolderLock':
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from timm_multilabel.data import create_dataset, get_image_ids
 from timm_multilabel.data.images import BadImageError
 from timm_multilabel.errors import UserError
+from timm_multilabel.fileio import LOCK_NAME, FolderLock
 from .annotate import LabelMapAnnotator
 from .image_folder import DatasetImages, ImageListDataset, list_images
 from .maps import read_class_names_file
@@ -113,7 +114,7 @@ def default_class_names(path: Optional[str], model: nn.Module, num_classes: int)
 
 def plan_action(output: str, plan: Dict[str, Any], resume: bool, overwrite: bool) -> str:
     """'fresh' | 'resume' | 'overwrite' for ``output``; raises before anything is written."""
-    if not os.path.isdir(output) or not os.listdir(output):
+    if not os.path.isdir(output) or not [n for n in os.listdir(output) if n != LOCK_NAME]:
         return 'fresh'
     if overwrite:
         return 'overwrite'
@@ -270,8 +271,9 @@ def annotate_dataset(
     action = plan_action(output, plan, resume, overwrite)  # every rank, read-only
     state.wait_for_everyone()  # every rank has judged the output before the main process changes it
 
+    output_lock = FolderLock(output, '--output')
     if state.is_main_process:
-        os.makedirs(output, exist_ok=True)
+        output_lock.acquire()  # creates the folder; a second annotate writing there is refused
         remove_map_files(output, everything=action == 'overwrite')
         write_run_plan(output, plan)
     state.wait_for_everyone()
@@ -302,3 +304,4 @@ def annotate_dataset(
         if push_to_hub:
             url = push_maps(output, push_to_hub, private=private)
             _logger.info('annotate: pushed to %s', url)
+    output_lock.release()
