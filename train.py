@@ -372,7 +372,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
     model, optimizer, loader_train, loader_eval = accelerator.prepare(model, optimizer, loader_train, loader_eval)
     updates_per_epoch = math.ceil(len(loader_train) / args.grad_accum_steps)
-    scheduler, _ = create_scheduler_v2(optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
+    # timm's epoch arithmetic: --cooldown-epochs (and --warmup-prefix) lengthen the run
+    scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args),
+                                                updates_per_epoch=updates_per_epoch)
 
     task = create_task(
         task_name(args), model=model, criterion=criterion, num_classes=num_classes, autocast=accelerator.autocast,
@@ -390,7 +392,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
                            restore_optimizer=not args.no_resume_opt)
     if args.start_epoch is not None:
         state.epoch = args.start_epoch
-    if state.epoch > 0:
+    if args.start_epoch is not None and args.sched_on_updates:
+        scheduler.step_update(state.epoch * updates_per_epoch)  # as timm's train.py
+    elif state.epoch > 0:
         scheduler.step(state.epoch)
     checkpoints = RunCheckpoints(accelerator, keeper, task, optimizer, scheduler, args)
 
@@ -409,7 +413,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
     probs_kind = output_activation(criterion)
     eval_metrics: Dict[str, Any] = state.history[-1] if state.history else {}
     warnings: List[str] = []
-    for epoch in range(state.epoch, args.epochs):
+    for epoch in range(state.epoch, num_epochs):
         state.epoch = epoch
         loader_train.set_epoch(epoch)
         train_samples.set_epoch(epoch)
@@ -447,7 +451,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
         'test_size': len(dataset_eval),
         'train_seconds': state.total('epoch_seconds'),
         'train_cpu_seconds': state.total('epoch_cpu_seconds'),
-        'epochs': args.epochs,
+        'epochs': num_epochs,
         'num_updates': state.num_updates,
         'method': method,
         'best': {'metric': args.eval_metric, 'value': keeper.best_metric, 'epoch': keeper.best_epoch},

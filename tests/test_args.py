@@ -111,3 +111,16 @@ def test_skip_bad_images_needs_batches_that_survive_a_drop():
     with pytest.raises(UserError, match='--skip-bad-images drops undecodable images .* use --batch-size >= 4'):
         _args('--skip-bad-images', '-b', '2')
     assert _args('--skip-bad-images', '-b', '4').skip_bad_images
+
+
+def test_a_data_folder_selects_the_image_folder_dataset_like_timm(tmp_path):
+    for argv in ([str(tmp_path)], ['--data-dir', str(tmp_path)]):
+        args = _args(*argv)
+        assert args.dataset == '' and args.data_dir == str(tmp_path)
+        assert args.model == 'resnet50' and args.epochs == 300  # timm's defaults, not the digits-grid ones
+    assert _args('--data-dir', str(tmp_path), '--dataset', 'digits-grid').dataset == 'digits-grid'
+    config = tmp_path / 'c.yaml'
+    config.write_text(f'data_dir: {tmp_path}\n')
+    assert _args('-c', str(config)).dataset == ''
+    bare = _args()
+    assert bare.dataset == 'digits-grid' and bare.model == 'resnet10t'  # README's first command

@@ -180,3 +180,12 @@ def test_unreadable_resume_checkpoint_is_named(tmp_path, run):
     bad.write_bytes(b'not a checkpoint')
     proc = run(['train.py', *TINY, '--output', tmp_path, '--resume', bad], check=False)
     assert proc.returncode == 2 and str(bad) in proc.stderr and 'Traceback' not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cooldown_epochs_lengthen_the_run_as_in_timm(tmp_path, run):
+    out = tmp_path / 'out'
+    run(['train.py', '--dataset', 'digits-grid', *TINY, '--epochs', '1', '--cooldown-epochs', '1', '--output', out])
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['epochs'] == 2 and summary['num_updates'] == 2 * 256 // 32
+    assert [row['epoch'] for row in csv.DictReader(open(out / 'summary.csv'))] == ['0', '1']

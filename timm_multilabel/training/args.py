@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('data_dir_pos', nargs='?', metavar='DIR', help='path to dataset (positional, as in timm)')
     g.add_argument('--data-dir', metavar='DIR', help='path to dataset root')
     g.add_argument('--dataset', metavar='NAME', default='digits-grid',
-                   help='digits-grid (built in), "" for an image folder, hfds/<name> for a Hugging Face dataset, '
-                        'torch/<name> for torchvision')
+                   help='digits-grid (built in; the default without a data folder), "" for an image folder (the '
+                        'default when DIR or --data-dir is given, as in timm), hfds/<name> for a Hugging Face '
+                        'dataset, torch/<name> for torchvision')
     g.add_argument('--train-split', metavar='NAME', default='train', help='dataset train split')
     g.add_argument('--val-split', metavar='NAME', default='validation', help='dataset validation split')
     g.add_argument('--train-num-samples', type=int, default=None, metavar='N', help='limit/size of the train set')
@@ -246,6 +247,11 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, st
         cfg = {k: config_value(known[k], v, f'--config {pre.config}: {k}') for k, v in cfg.items()}
 
     dataset = cfg.get('dataset', pre.dataset)
+    dataset_given = 'dataset' in cfg or any(a == '--dataset' or a.startswith('--dataset=') for a in argv)
+    if not dataset_given and (pre.data_dir or pre.data_dir_pos or cfg.get('data_dir')):
+        # timm: `train.py DIR` / `--data-dir DIR` is an image folder (the built-in data only without one)
+        dataset = ''
+        parser.set_defaults(dataset='')
     parser.set_defaults(**DATASET_DEFAULTS.get(dataset, {}))
     parser.set_defaults(**cfg)
     args = parser.parse_args(argv)
