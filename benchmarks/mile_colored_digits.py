@@ -56,7 +56,7 @@ Sizes: scikit-learn's 1797 digits are split by the package's own stratified spli
 environment holds every train source digit ``copies`` times (each copy with its own noise, colour
 and blank draws: Arjovsky's environments are two disjoint halves of 50,000 MNIST digits; we have
 far fewer digits and reuse them instead); the test set holds every test source digit
-``test_copies`` times. Images are 28 px canvases (8x8 upscaled, nearest neighbour), written once
+``test_copies`` times. Images are 16 px canvases (8x8 upscaled 2x, nearest neighbour), written once
 per seed as image folders (``<root>/train/<class>/<file>.png``, ``<root>/validation/<class>/...``;
 class folders ``0``..``9`` then ``green``, ``red``) and read by ``train.py --dataset '' --data-dir
 ROOT --val-split validation``, as a user would.
@@ -88,8 +88,13 @@ over the three held-out environments (+90%, +80%, -90%: roughly 72, 73 and 10 fo
 "no better than following the colour". Our ``top1`` is the -90% environment alone with 10 classes:
 not the same scale. Read the gaps between methods and the reference rows, not the absolute values.
 
-Settings (``CONFIG``) were chosen on the development seed 0 only (``--seed 0``; README says how);
-evaluation seeds 1, 2, 3 were run once with them. The seed sets the data (noise, colours, blanks,
+Settings (``CONFIG``): the optimizer, learning rate and weight decay are those of
+``mile_digits.py``; the size (16 px, one copy per environment, 6 epochs = 252 updates) was cut to
+what a shared 2-core machine allows for 24 runs; MILe's kt = 32, ks = 10 (one cycle per epoch, ks
+~ kt/4 as on digits-grid) and rho = 0.25 (the paper's ImageNet value) were set before any run and
+checked, not swept, on the development seed 0 (a 28 px / 420-update variant was abandoned for
+time, not for its numbers). Evaluation seeds 1, 2, 3 were run once with them; the summary's
+mean ± std is over those three. The seed sets the data (noise, colours, blanks,
 copies), the model initialisation and the batch order; the source-digit split is the package's
 fixed one. ``--quick`` is a seconds-long smoke run whose numbers mean nothing.
 """
@@ -130,8 +135,8 @@ PAPER_TABLE3 = {'cmnist': {'softmax': 51.6, 'mile': 51.8}, 'cmnist_plus': {'soft
 
 # Chosen on the development seed 0 only (see README); never tuned on seeds 1, 2, 3.
 CONFIG: Dict[str, Any] = dict(
-    model='test_resnet', img_size=28, copies=2, test_copies=2, batch_size=64, epochs=5, lr=2e-3,
-    weight_decay=0.05, kt=60, ks=20, rho=0.25,
+    model='test_resnet', img_size=16, copies=1, test_copies=2, batch_size=64, epochs=6, lr=2e-3,
+    weight_decay=0.05, kt=32, ks=10, rho=0.25,
 )
 QUICK_CONFIG: Dict[str, Any] = dict(
     model='test_resnet', img_size=16, copies=1, test_copies=1, batch_size=32, epochs=1, lr=2e-3,
@@ -459,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 'file head) for the data construction and what each column means.',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--seed', type=int, nargs='+', default=[1],
-                   help='seeds to run (0 is the development seed the config was chosen on; 1 2 3 evaluate)')
+                   help='seeds to run (0: the development seed the config was checked on; 1 2 3: evaluation)')
     p.add_argument('--json', default=None, metavar='FILE',
                    help='write {"per_seed": {seed: ...}, "summary": ...}; seeds already in FILE are kept '
                         '(so seeds can be run one at a time into one file)')
@@ -526,7 +531,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     write_json(Path(args.json), {'per_seed': per_seed, 'summary': summarize(per_seed),
                                                  'paper': PAPER_TABLE3})
             print()
-            print(format_table({str(s): per_seed[str(s)] for s in args.seed}, eval_seeds=list(args.seed)))
+            print(format_table({str(s): per_seed[str(s)] for s in args.seed}))   # seed 0 left out if others ran
         finally:
             if tmp is not None:
                 tmp.cleanup()
