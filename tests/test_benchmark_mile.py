@@ -130,9 +130,12 @@ def test_train_flags_differ_only_in_method(repo_root):
     base = bench.common_flags(cfg, seed=5)
     assert base[base.index('--seed') + 1] == '5'
     assert bench.method_flags('softmax', cfg) == []
-    assert bench.method_flags('sigmoid', cfg) == ['--bce-loss']
+    head = ['--head-init-bias', str(cfg['head_init_bias'])]
+    assert cfg['head_init_bias'] == pytest.approx(-math.log(NUM_CLASSES), abs=1e-6)  # the official MILe init
+    # sigmoid: MILe's teacher-phase loss (Eq. 1, summed over classes) and init, like for like
+    assert bench.method_flags('sigmoid', cfg) == ['--bce-loss', '--bce-sum'] + head
     assert bench.method_flags('mile', cfg) == [
-        '--mile', '--mile-kt', str(cfg['kt']), '--mile-ks', str(cfg['ks']), '--mile-rho', str(cfg['rho'])]
+        '--mile', '--mile-kt', str(cfg['kt']), '--mile-ks', str(cfg['ks']), '--mile-rho', str(cfg['rho'])] + head
     # every MILe cycle ends on an epoch boundary (same teacher/student mix in every epoch)
     assert (cfg['train_num_samples'] // cfg['batch_size']) % (cfg['kt'] + cfg['ks']) == 0
 
