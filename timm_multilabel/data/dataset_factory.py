@@ -22,6 +22,7 @@ import os
 from typing import Any, Callable, List, Optional
 
 import timm.data
+from timm.data.readers.reader_image_folder import ReaderImageFolder
 import torch.utils.data
 
 from ..errors import UserError
@@ -119,9 +120,12 @@ def create_dataset(
 
 
 def image_folder_root(dataset: Any) -> Optional[str]:
-    """The folder an image-folder dataset reads (its split sub-folder), else None."""
-    root = getattr(getattr(dataset, 'reader', None), 'root', None)
-    return os.path.realpath(root) if isinstance(root, str) and os.path.isdir(root) else None
+    """The folder an image-folder dataset reads (its split sub-folder), else None (other readers:
+    a Hugging Face or tar reader's ``root`` is a cache or archive, not the images' folder)."""
+    reader = getattr(dataset, 'reader', None)
+    if not isinstance(reader, ReaderImageFolder) or not os.path.isdir(reader.root):
+        return None
+    return os.path.realpath(reader.root)
 
 
 def _search_split(root: str, split: str) -> str:
