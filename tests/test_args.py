@@ -90,6 +90,8 @@ def test_values_out_of_range_are_refused_in_one_line(argv, message):
     ('batch_size: true', 'batch_size: expected a number, got True'),
     ('relabel_mode: sideways', 'relabel_mode: expected one of local, global, local-hard, global-hard'),
     ('model_kwargs: 3', 'model_kwargs: expected a mapping'),
+    ('scale: null', r"scale: expected a value \(its default is \[0.08, 1.0\]\), got null"),
+    ('model: null', "model: expected a value"),
 ])
 def test_config_values_go_through_the_flags_parsing(tmp_path, yaml_text, message):
     config = tmp_path / 'c.yaml'

@@ -21,7 +21,7 @@ configs = st.dictionaries(st.sampled_from(KEYS + ['not_a_flag']), values, max_si
 
 
 @pytest.mark.slow
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cfg=configs)
 def test_any_config_is_accepted_or_refused_in_one_line(tmp_path, cfg):
     path = tmp_path / 'c.yaml'
@@ -35,7 +35,7 @@ def test_any_config_is_accepted_or_refused_in_one_line(tmp_path, cfg):
     yaml.safe_load(text)  # the args.yaml a run would write reads back
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(string.printable, max_size=80))
 def test_any_file_as_config_is_accepted_or_refused_in_one_line(tmp_path, text):
     path = tmp_path / 'c.yaml'

@@ -289,6 +289,8 @@ def _parse_one(action: argparse.Action, value: Any, where: str) -> Any:
 def config_value(action: argparse.Action, value: Any, where: str) -> Any:
     """A YAML config value parsed as its flag parses the command line (``epochs: 1.5`` and
     ``bce_loss: "false"`` are refused, not taken); ``where`` starts the one-line error."""
+    if value is None and action.default is not None:
+        raise UserError(f'{where}: expected a value (its default is {action.default!r}), got null')
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
             raise UserError(f'{where}: expected true or false, got {value!r}')
