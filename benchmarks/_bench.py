@@ -14,16 +14,17 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from timm_multilabel.fileio import write_json
 from timm_multilabel.metrics import METRIC_KEYS
 
 __all__ = ['ROOT', 'TRAIN_PY', 'QUIET_RUN', 'METRIC_KEYS', 'TrainRun', 'train_flags', 'subprocess_env', 'run_python',
-           'run_train', 'fmt', 'text_table', 'write_json']
+           'run_train', 'fmt', 'text_table', 'write_json', 'work_folder']
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PY = ROOT / 'train.py'
@@ -143,3 +144,14 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         return '  '.join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths))).rstrip()
 
     return '\n'.join([line(cells[0]), '  '.join('-' * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def work_folder(runs_dir: Optional[str], prefix: str) -> Tuple[Path, Optional[tempfile.TemporaryDirectory]]:
+    """Where the train.py runs go: ``runs_dir`` (created, kept), else a temporary folder; returns
+    ``(folder, tmp)``, with ``tmp`` to ``cleanup()`` when done (None for ``runs_dir``)."""
+    if runs_dir:
+        folder = Path(runs_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder, None
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    return Path(tmp.name), tmp

@@ -106,13 +106,12 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from _bench import QUIET_RUN, fmt, run_train, text_table, train_flags, write_json
+from _bench import QUIET_RUN, fmt, run_train, text_table, train_flags, work_folder, write_json
 from timm_multilabel.data.digits_grid import load_source_digits, source_split_indices
 from timm_multilabel.errors import UserError
 from timm_multilabel.fileio import atomic_write_bytes
@@ -508,13 +507,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.json is not None and not Path(args.json).resolve().parent.is_dir():
             raise UserError(f'--json {args.json}: its folder does not exist')
         cfg = _config(args)
-        tmp = None
-        if args.runs_dir:
-            work = Path(args.runs_dir)
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            tmp = tempfile.TemporaryDirectory(prefix='mile_colored_')
-            work = Path(tmp.name)
+        work, tmp = work_folder(args.runs_dir, 'mile_colored_')
         try:
             recorded: Dict[str, Any] = {}
             if args.json and Path(args.json).is_file():

@@ -51,12 +51,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from _bench import QUIET_RUN, ROOT, fmt, run_train, text_table, train_flags, write_json
+from _bench import QUIET_RUN, ROOT, fmt, run_train, text_table, train_flags, work_folder, write_json
 from timm_multilabel.errors import UserError
 from timm_multilabel.fileio import atomic_path
 
@@ -494,13 +493,7 @@ def check_args(args: argparse.Namespace) -> None:
 def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     cfg = dict(QUICK_CONFIG if args.quick else CONFIG)
     grid = QUICK_SWEEP if args.quick else SWEEP
-    tmp = None
-    if args.runs_dir:
-        work = Path(args.runs_dir)
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix='mile_digits_')
-        work = Path(tmp.name)
+    work, tmp = work_folder(args.runs_dir, 'mile_digits_')
     try:
         base = common_flags(cfg, args.seed)
         result: Dict[str, Any] = {}
