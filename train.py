@@ -423,11 +423,12 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
         eval_metrics = evaluate(task.get_eval_model(ema=args.model_ema), loader_eval, accelerator, real_labels,
                                 probs_kind, autocast=accelerator.autocast, channels_last=args.channels_last)
+        task_state = task.log_state()
         state.history.append({
             'epoch': epoch, **train_stats, 'eval_loss': eval_metrics['loss'],
             **{k: eval_metrics.get(k) for k in METRIC_KEYS},
-            **{f'{task.name}_{k}': v for k, v in task.log_state().items()}})
-        warnings = collapse_warnings(eval_metrics, task.log_state(), task.name, num_classes, probs_kind)
+            **{f'{task.name}_{k}': v for k, v in task_state.items()}})
+        warnings = collapse_warnings(eval_metrics, task_state, task.name, num_classes, probs_kind)
         if warnings and is_main:
             _logger.warning(f'epoch {epoch}: ' + '; '.join(warnings) + (
                 ' (MILe: a shorter student phase --mile-ks or a higher --mile-rho)' if args.mile else ''))
@@ -459,8 +460,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
         'skipped_images': read_skip_log(skip_log) if skip_log is not None else [],
         'args': vars(args),
     }
-    if task.log_state():
-        summary[task.name] = task.log_state()
+    task_state = task.log_state()
+    if task_state:
+        summary[task.name] = task_state
     if is_main:
         write_json(output_dir / 'summary.json', summary)
         _save_model_folder(args, output_dir, keeper, accelerator.unwrap_model(model), num_classes,
