@@ -164,6 +164,64 @@ def measure_verify(n, tmp, repeats=3):
     return res
 
 
+def measure_reads(n, tmp, repeats=5, batch=256, reads=2000, layout=None):
+    """Bytes per map and single-thread CPU time of ``store.get_batch`` (``batch`` random ids) and of
+    ``store[image_id]`` over ``n`` synthetic 5x15x15 maps per dtype (``layout``: the writer's layout,
+    None for its default). CPU time (``time.process_time``, best of ``repeats``), so a loaded machine
+    inflates it less than the wall clock."""
+    import pyarrow as pa
+    from timm_multilabel.relabel.store import LabelMapStore
+    from timm_multilabel.relabel.writer import list_shards, write_maps_folder
+    threads = torch.get_num_threads(), pa.cpu_count()
+    torch.set_num_threads(1)
+    pa.set_cpu_count(1)
+    ids = [f'n{i % 1000:08d}/n{i % 1000:08d}_{i:07d}' for i in range(n)]
+    rnd = random.Random(0)
+    res = {'read_maps': n, 'read_map_shape': [5, 15, 15]}
+    try:
+        for dtype in ('float16', 'uint8'):
+            folder = os.path.join(tmp, f'read_{dtype}')
+            info = dict(annotator='synthetic', input_size=480, map_size=(15, 15), topk=5, dtype=dtype, num_classes=1000)
+            kw = {} if layout is None else {'layout': layout}
+            write_maps_folder(folder, ids, synthetic_batches(n), info, shard_size=10000, **kw)
+            res[f'read_bytes_per_map_{dtype}'] = round(sum(os.path.getsize(p) for p in list_shards(folder)) / n, 1)
+            store = LabelMapStore(folder, cache_dir=os.path.join(tmp, 'read_cache'))
+            c = time.process_time()
+            store.get_batch(ids[:1])  # builds the index
+            res[f'index_cpu_ms_{dtype}'] = round((time.process_time() - c) * 1e3, 1)
+            batches = [rnd.sample(ids, batch) for _ in range(20)]
+            singles = [rnd.choice(ids) for _ in range(reads)]
+            cpu_b, cpu_1 = [], []
+            for _ in range(repeats):
+                c = time.process_time()
+                for b in batches:
+                    store.get_batch(b)
+                cpu_b.append((time.process_time() - c) / len(batches))
+                c = time.process_time()
+                for i in singles:
+                    store[i]
+                cpu_1.append((time.process_time() - c) / len(singles))
+            res[f'batch{batch}_cpu_ms_{dtype}'] = round(min(cpu_b) * 1e3, 3)
+            res[f'single_cpu_us_{dtype}'] = round(min(cpu_1) * 1e6, 1)
+            del store
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        torch.set_num_threads(threads[0])
+        pa.set_cpu_count(threads[1])
+    return res
+
+
+def read_rows(res):
+    if 'read_maps' not in res:
+        return []
+    return [(f'synthetic {res["read_maps"]} maps: bytes/map fp16 / uint8',
+             f"{res['read_bytes_per_map_float16']} / {res['read_bytes_per_map_uint8']}"),
+            ('  get_batch(256) CPU ms, 1 thread, fp16 / uint8',
+             f"{res['batch256_cpu_ms_float16']} / {res['batch256_cpu_ms_uint8']}"),
+            ('  store[id] CPU us, fp16 / uint8', f"{res['single_cpu_us_float16']} / {res['single_cpu_us_uint8']}"),
+            ('  index build CPU ms, fp16 / uint8', f"{res['index_cpu_ms_float16']} / {res['index_cpu_ms_uint8']}")]
+
+
 def verify_rows(res):
     if 'verify_imagenet_s_float16' not in res:
         return []
@@ -199,10 +257,27 @@ def main(argv=None):
     parser.add_argument('--verify-maps', type=int, default=20000,
                         help='synthetic maps per dtype for the verify measurement (0: skip it)')
     parser.add_argument('--verify-only', action='store_true', help='only the verify measurement (no real maps)')
+    parser.add_argument('--read-maps', type=int, default=20000,
+                        help='synthetic maps per dtype for the size / CPU-time read measurement (0: skip it)')
+    parser.add_argument('--read-only', action='store_true', help='only the synthetic read measurement (no real maps)')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     machine = f'{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}'
+    if args.read_only:
+        if args.read_maps < 1:
+            parser.error('--read-only needs --read-maps >= 1')
+        tmp = tempfile.mkdtemp(prefix='maps_io_')
+        try:
+            res = measure_reads(args.read_maps, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        res['machine'] = f'{machine}, 1 thread'
+        print_table(f'label maps: read {args.read_maps} synthetic 5x15x15 maps per dtype ({res["machine"]})',
+                    read_rows(res))
+        if args.json:
+            write_json(args.json, res)
+        return res
     if args.verify_only:
         if args.verify_maps < 1:
             parser.error('--verify-only needs --verify-maps >= 1')
@@ -277,6 +352,8 @@ def main(argv=None):
                     res[f'pooled_{name}_{key}_{dtype}_vs_float32'] = v
         if args.verify_maps > 0:
             res.update(measure_verify(args.verify_maps, tmp))
+        if args.read_maps > 0:
+            res.update(measure_reads(args.read_maps, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -293,7 +370,7 @@ def main(argv=None):
                 res['pooled_crop_top1_agree_uint8_vs_float32'])),
             ('pooled crop target, fp16 vs fp32: max|dp|, KL, top1', '{:.2e}, {:.2e}, {:.4f}'.format(
                 res['pooled_crop_max_abs_float16_vs_float32'], res['pooled_crop_mean_kl_float16_vs_float32'],
-                res['pooled_crop_top1_agree_float16_vs_float32']))] + verify_rows(res)
+                res['pooled_crop_top1_agree_float16_vs_float32']))] + verify_rows(res) + read_rows(res)
     print_table(f'label maps: {n} real {k}x{h}x{w} maps ({res["annotator"]}, {res["machine"]})', rows)
     if args.json:
         write_json(args.json, res)
