@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from timm_multilabel import UserError
 from timm_multilabel.training.args import build_parser, check_args, parse_args
 
-KEYS = sorted(a.dest for a in build_parser()._actions if a.dest not in ('help', 'config', 'data_dir_pos'))
+KEYS = sorted(a.dest for a in build_parser()._actions if a.dest not in ('help', 'config'))
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='YAML config file whose keys (flag names with underscores) set the defaults')
 
     g = _group(parser, 'Dataset')
-    g.add_argument('data_dir_pos', nargs='?', metavar='DIR', help='path to dataset (positional, as in timm)')
+    g.add_argument('data', nargs='?', metavar='DIR', const=None,
+                   help='path to dataset (positional, as in timm, where it is deprecated for --data-dir)')
     g.add_argument('--data-dir', metavar='DIR', help='path to dataset root')
     g.add_argument('--dataset', metavar='NAME', default='digits-grid',
                    help='digits-grid (built in; the default without a data folder), "" for an image folder (the '
@@ -63,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--val-split', metavar='NAME', default='validation', help='dataset validation split')
     g.add_argument('--train-num-samples', type=int, default=None, metavar='N', help='limit/size of the train set')
     g.add_argument('--val-num-samples', type=int, default=None, metavar='N', help='limit/size of the validation set')
+    g.add_argument('--dataset-download', action='store_true', default=False,
+                   help='allow downloading torch/ and tfds/ datasets that support it')
+    g.add_argument('--class-map', default='', type=str, metavar='FILENAME',
+                   help='class name to index mapping file (txt: one name a line; json)')
+    g.add_argument('--input-img-mode', default=None, type=str, help='PIL mode input images are converted to')
+    g.add_argument('--input-key', default=None, type=str, help='dataset column/key of the input images')
+    g.add_argument('--target-key', default=None, type=str, help='dataset column/key of the target labels')
+    g.add_argument('--dataset-trust-remote-code', action='store_true', default=False,
+                   help="allow a Hugging Face dataset to run code from the dataset's repository")
     g.add_argument('--real-labels', default=None, metavar='FILE',
                    help='ImageNet ReaL labels JSON for the validation set ("timm" for timm\'s bundled file); '
                         'enables ReaL metrics on ImageNet')
@@ -78,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--no-resume-opt', action='store_true', default=False,
                    help='do not restore optimizer state when resuming')
     g.add_argument('--num-classes', type=int, default=None, metavar='N', help='number of label classes')
+    g.add_argument('--gp', default=None, type=str, metavar='POOL',
+                   help='global pool type: fast, avg, max, avgmax, avgmaxc (model default if unset)')
     g.add_argument('--img-size', type=int, default=None, metavar='N', help='image size (square)')
     g.add_argument('--in-chans', type=int, default=None, metavar='N', help='image input channels')
     g.add_argument('--input-size', default=None, nargs=3, type=int, metavar='N', help='input dims C H W')
@@ -88,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('-b', '--batch-size', type=int, default=128, metavar='N', help='batch size per process')
     g.add_argument('-vb', '--validation-batch-size', type=int, default=None, metavar='N', help='validation batch size')
     g.add_argument('--channels-last', action='store_true', default=False, help='use channels_last memory layout')
+    g.add_argument('--fuser', default='', type=str, help="TorchScript jit fuser: '', te, old or nvfuser")
     g.add_argument('--grad-accum-steps', type=int, default=1, metavar='N', help='micro-batches per optimizer update')
+    g.add_argument('--grad-checkpointing', action='store_true', default=False,
+                   help='gradient checkpointing through model blocks/stages')
+    g.add_argument('--fast-norm', default=False, action='store_true', help="timm's experimental fast norm layers")
     g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra model kwargs k=v')
     g.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout rate')
     g.add_argument('--drop-path', type=float, default=None, metavar='PCT', help='drop path rate')
@@ -97,6 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--head-init-bias', type=float, default=None, metavar='B',
                    help='set the classifier bias to B at initialization (timm); the official MILe code uses '
                         '-log(num_classes), so that initial sigmoids sit near the class prior')
+    g.add_argument('--torchcompile-mode', type=str, default=None, help='torch.compile mode')
+    g.add_argument('--torchscript', dest='torchscript', action='store_true', help='torch.jit.script the full model')
+    g.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor', metavar='BACKEND',
+                   help='torch.compile the model with this backend (inductor when given without one)')
+
+    g = _group(parser, 'Device')
+    g.add_argument('--device', default='cuda', type=str, help='device (accelerator) to use')
+    g.add_argument('--model-dtype', default=None, type=str, help='model dtype override, without AMP (float32 if unset)')
+    g.add_argument('--no-ddp-bb', action='store_true', default=False, help='turn off DDP buffer broadcast')
+    g.add_argument('--synchronize-step', action='store_true', default=False,
+                   help='synchronize the device at the end of each step')
+    g.add_argument('--local_rank', default=0, type=int,
+                   help='set by torch.distributed launchers (Accelerate takes the rank from its environment)')
+    g.add_argument('--device-modules', default=None, type=str, nargs='+',
+                   help='Python modules to import for a device backend')
 
     g = _group(parser, 'Optimizer')
     g.add_argument('--opt', default='sgd', type=str, metavar='OPTIMIZER', help='timm optimizer name')
@@ -107,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--clip-grad', type=float, default=None, metavar='NORM', help='clip gradient norm/value')
     g.add_argument('--clip-mode', type=str, default='norm', help='gradient clipping mode: norm, value, agc')
     g.add_argument('--layer-decay', type=float, default=None, help='layer-wise learning rate decay')
+    g.add_argument('--layer-decay-min-scale', type=float, default=0, help='layer-wise lr decay minimum scale clamp')
+    g.add_argument('--layer-decay-no-opt-scale', type=float, default=None,
+                   help='layer-wise lr decay scale below which parameters are not optimized')
+    g.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra optimizer kwargs k=v')
 
     g = _group(parser, 'Learning rate schedule')
     g.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER', help='LR scheduler')
@@ -115,9 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--lr-base', type=float, default=0.1, metavar='LR', help='base LR for --lr-base-size samples')
     g.add_argument('--lr-base-size', type=int, default=256, metavar='DIV', help='batch size of --lr-base')
     g.add_argument('--lr-base-scale', type=str, default='', metavar='SCALE', help='"sqrt" or "linear"')
+    g.add_argument('--lr-noise', type=float, nargs='+', default=None, metavar='pct, pct',
+                   help='learning rate noise on/off epoch percentages')
+    g.add_argument('--lr-noise-pct', type=float, default=0.67, metavar='PERCENT', help='learning rate noise limit')
+    g.add_argument('--lr-noise-std', type=float, default=1.0, metavar='STDDEV', help='learning rate noise std-dev')
+    g.add_argument('--lr-cycle-mul', type=float, default=1.0, metavar='MULT', help='learning rate cycle length multiplier')
+    g.add_argument('--lr-cycle-decay', type=float, default=0.5, metavar='MULT', help='LR decay of each cycle')
+    g.add_argument('--lr-cycle-limit', type=int, default=1, metavar='N', help='learning rate cycles (enabled if > 1)')
+    g.add_argument('--lr-k-decay', type=float, default=1.0, help='learning rate k-decay for cosine/poly')
     g.add_argument('--warmup-lr', type=float, default=1e-5, metavar='LR', help='warmup learning rate')
     g.add_argument('--min-lr', type=float, default=0, metavar='LR', help='lower LR bound')
     g.add_argument('--epochs', type=int, default=300, metavar='N', help='number of epochs')
+    g.add_argument('--epoch-repeats', type=float, default=0., metavar='N',
+                   help='times the dataset is repeated per train epoch')
     g.add_argument('--start-epoch', default=None, type=int, metavar='N', help='manual epoch number (on resume)')
     g.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES')
     g.add_argument('--decay-epochs', type=float, default=90, metavar='N', help='epoch interval to decay LR')
@@ -136,10 +181,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
     g.add_argument('--vflip', type=float, default=0., help='vertical flip probability')
     g.add_argument('--color-jitter', type=float, default=0.4, metavar='PCT', help='color jitter factor')
+    g.add_argument('--color-jitter-prob', type=float, default=None, metavar='PCT',
+                   help='probability of applying any color jitter')
+    g.add_argument('--grayscale-prob', type=float, default=None, metavar='PCT',
+                   help='probability of random grayscale conversion')
+    g.add_argument('--gaussian-blur-prob', type=float, default=None, metavar='PCT',
+                   help='probability of gaussian blur')
     g.add_argument('--aa', type=str, default=None, metavar='NAME', help='AutoAugment policy, e.g. rand-m9-mstd0.5')
     g.add_argument('--reprob', type=float, default=0., metavar='PCT', help='random erase probability')
     g.add_argument('--remode', type=str, default='pixel', help='random erase mode')
     g.add_argument('--recount', type=int, default=1, help='random erase count')
+    g.add_argument('--resplit', action='store_true', default=False,
+                   help='do not random erase the first (clean) augmentation split')
+    g.add_argument('--aug-repeats', type=float, default=0,
+                   help='augmentation repetitions per sample (distributed training, RepeatAugSampler)')
+    g.add_argument('--aug-splits', type=int, default=0, help='augmentation splits (0, or >= 2)')
+    g.add_argument('--drop-connect', type=float, default=None, metavar='PCT',
+                   help='drop connect rate (deprecated in timm, use --drop-path)')
+    g.add_argument('--drop-block', type=float, default=None, metavar='PCT', help='drop block rate')
     g.add_argument('--mixup', type=float, default=0.0, help='mixup alpha, mixup enabled if > 0')
     g.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha, cutmix enabled if > 0')
     g.add_argument('--cutmix-minmax', type=float, nargs='+', default=None, help='cutmix min/max ratio')
@@ -171,8 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--task-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
                    help='extra keyword arguments for the task factory')
 
+    g = _group(parser, 'Batch norm')
+    g.add_argument('--bn-momentum', type=float, default=None, help='BatchNorm momentum override')
+    g.add_argument('--bn-eps', type=float, default=None, help='BatchNorm epsilon override')
+    g.add_argument('--sync-bn', action='store_true', help='synchronized BatchNorm across processes')
+    g.add_argument('--dist-bn', type=str, default='reduce',
+                   help='distribute BatchNorm stats between processes after each epoch: broadcast, reduce or ""')
+    g.add_argument('--split-bn', action='store_true', help='separate BatchNorm layers per augmentation split')
+
     g = _group(parser, 'Model EMA')
     g.add_argument('--model-ema', action='store_true', default=False, help='track an EMA of model weights')
+    g.add_argument('--model-ema-force-cpu', action='store_true', default=False,
+                   help='track the EMA on CPU, rank 0 only (no EMA validation)')
     g.add_argument('--model-ema-decay', type=float, default=0.9998, help='EMA decay')
     g.add_argument('--model-ema-warmup', action='store_true', help='EMA decay warmup')
 
@@ -193,7 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--deterministic', action='store_true', default=False,
                    help='deterministic GPU kernels (cuDNN, cuBLAS, scatter): bit-identical reruns and resumes on '
                         'the same machine, at some speed; CPU runs are deterministic without it')
+    g.add_argument('--worker-seeding', type=str, default='all', help='worker seed mode')
     g.add_argument('--log-interval', type=int, default=50, metavar='N', help='batches between log lines')
+    g.add_argument('--val-interval', type=int, default=1, metavar='N',
+                   help='epochs between validation and checkpointing')
+    g.add_argument('--recovery-interval', type=int, default=0, metavar='N',
+                   help='batches between recovery checkpoints (0: none)')
     g.add_argument('--checkpoint-hist', type=int, default=10, metavar='N', help='number of checkpoints to keep')
     g.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
                    help='also write last.pth.tar every N optimizer updates inside an epoch, so --resume continues '
@@ -203,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
                         'skipped_images.txt) instead of stopping the run; without it the run stops at the first '
                         'one, naming the file, after a checkpoint it can resume from')
     g.add_argument('-j', '--workers', type=int, default=4, metavar='N', help='data loading processes per rank')
+    g.add_argument('--save-images', action='store_true', default=False,
+                   help='save images of input batches every log interval, for debugging')
+    g.add_argument('--pin-mem', action='store_true', default=False, help='pin CPU memory in the DataLoader')
+    g.add_argument('--no-prefetcher', action='store_true', default=False, help="disable timm's fast prefetcher")
+    g.add_argument('--tta', type=int, default=0, metavar='N',
+                   help='test-time augmentation (oversampling) factor, 0 for none')
+    g.add_argument('--use-multi-epochs-loader', action='store_true', default=False,
+                   help='keep DataLoader workers alive across epochs')
     g.add_argument('--amp', action='store_true', default=False, help='mixed precision (Accelerate autocast)')
     g.add_argument('--amp-dtype', default='float16', type=str, help='float16 or bfloat16 (bfloat16 on CPU)')
     g.add_argument('--output', default='', type=str, metavar='DIR',
@@ -215,6 +297,63 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--push-to-hub', default=None, metavar='REPO_ID', help='upload the model folder at the end')
     g.add_argument('--hub-private', action='store_true', default=False, help='make the Hub repo private')
     g.add_argument('--debug', action='store_true', default=False, help='full tracebacks on errors')
+
+    g = _group(parser, 'Experiment tracking')
+    g.add_argument('--log-wandb', action='store_true', default=False, help='log metrics to Weights & Biases')
+    g.add_argument('--wandb-project', default=None, type=str, help='wandb project name')
+    g.add_argument('--wandb-tags', default=[], type=str, nargs='+', help='wandb tags')
+    g.add_argument('--wandb-resume-id', default='', type=str, metavar='ID', help='wandb run id to continue (with --resume)')
+
+    g = _group(parser, 'Scheduled resolution')
+    g.add_argument('--train-img-sizes', type=int, nargs='+', default=None,
+                   help='per-batch square image sizes for scheduled resolution training')
+    g.add_argument('--train-batch-sizes', type=int, nargs='+', default=None,
+                   help='batch size for each --train-img-sizes choice (--batch-size for each if unset)')
+    g.add_argument('--train-size-probs', type=float, nargs='+', default=None,
+                   help='sampling weights of --train-img-sizes (uniform if unset)')
+    g.add_argument('--train-size-schedule', type=str, default='constant', choices=('constant', 'progressive'),
+                   help='resolution schedule; progressive moves from the first size to the last')
+    g.add_argument('--train-size-schedule-spread', type=float, default=0.65,
+                   help='progressive schedule spread, in size-index units')
+    g.add_argument('--train-size-random-mix', type=float, default=0.1,
+                   help='fraction of uniform random sizes mixed into a progressive schedule')
+    g.add_argument('--train-batches-per-epoch', '--train-steps-per-epoch', type=int, default=None,
+                   help='loader batches (before gradient accumulation) per epoch; inferred if unset')
+    g.add_argument('--variable-batch-loss-scale', default='none', type=str, choices=('none', 'sqrt', 'linear'),
+                   help='scale gradients relative to the average scheduled batch size')
+
+    g = _group(parser, 'NaFlex')
+    g.add_argument('--naflex-loader', action='store_true', default=False,
+                   help="timm's NaFlex loader (variable sequence lengths; a NaFlex model)")
+    g.add_argument('--naflex-train-seq-lens', type=int, nargs='+', default=[128, 256, 576, 784, 1024],
+                   help='training sequence lengths')
+    g.add_argument('--naflex-max-seq-len', type=int, default=576, help='fixed sequence length for validation')
+    g.add_argument('--naflex-patch-sizes', type=int, nargs='+', default=None,
+                   help='patch sizes for variable patch size training, e.g. 8 12 16 24 32')
+    g.add_argument('--naflex-patch-size-probs', type=float, nargs='+', default=None,
+                   help='probability of each patch size (sum 1; uniform if unset)')
+    g.add_argument('--naflex-loss-scale', default='linear', type=str, choices=('none', 'sqrt', 'linear'),
+                   help='scale the loss (gradient) by batch size')
+    g.add_argument('--naflex-patchify-channels-first', action='store_true', default=False,
+                   help='emit patches in C-P-P (channels-first) flat layout instead of P-P-C')
+
+    g = _group(parser, 'Knowledge distillation')
+    g.add_argument('--kd-model-name', default=None, type=str, help='teacher model for knowledge distillation')
+    g.add_argument('--kd-distill-type', default='logit', type=str, choices=['logit', 'feature', 'token'],
+                   help='logit: outputs; feature: intermediate features; token: models with distillation heads')
+    g.add_argument('--kd-loss-type', default='kl', type=str, help='logit distillation loss (only kl, as in timm)')
+    g.add_argument('--distill-loss-weight', default=None, type=float,
+                   help='weight of the distillation loss; with --task-loss-weight too: task_w * task + distill_w * '
+                        'distill; 1.0 if only this is given')
+    g.add_argument('--task-loss-weight', default=None, type=float,
+                   help='weight of the task loss; alone: task_w * task + (1 - task_w) * distill; 1.0 if unset')
+    g.add_argument('--kd-temperature', default=4.0, type=float, help='softmax temperature of the distillation')
+    g.add_argument('--kd-student-feature-dim', default=None, type=int,
+                   help="student feature dim (model's head_hidden_size or num_features if unset)")
+    g.add_argument('--kd-teacher-feature-dim', default=None, type=int,
+                   help="teacher feature dim (model's head_hidden_size or num_features if unset)")
+    g.add_argument('--kd-token-distill-type', default='soft', type=str, choices=['soft', 'hard'],
+                   help='soft: KL with temperature; hard: CE on the teacher argmax')
     return parser
 
 
@@ -248,7 +387,7 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, st
 
     dataset = cfg.get('dataset', pre.dataset)
     dataset_given = 'dataset' in cfg or any(a == '--dataset' or a.startswith('--dataset=') for a in argv)
-    if not dataset_given and (pre.data_dir or pre.data_dir_pos or cfg.get('data_dir')):
+    if not dataset_given and (pre.data_dir or pre.data or cfg.get('data_dir') or cfg.get('data')):
         # timm: `train.py DIR` / `--data-dir DIR` is an image folder (the built-in data only without one)
         dataset = ''
         parser.set_defaults(dataset='')
@@ -258,9 +397,8 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, st
     if args.mile and '--smoothing' not in argv and 'smoothing' not in cfg:
         # timm's default label smoothing (0.1) does not apply to MILe's binary pseudo-labels.
         args.smoothing = 0.0
-    if args.data_dir is None:
-        args.data_dir = args.data_dir_pos
-    del args.data_dir_pos
+    if not args.data_dir:
+        args.data_dir = args.data  # timm: the positional DIR when --data-dir is not given
     args_text = yaml.safe_dump(vars(args), default_flow_style=False, sort_keys=True)
     return args, args_text
 
@@ -315,12 +453,17 @@ def config_value(action: argparse.Action, value: Any, where: str) -> Any:
 # value ranges of flags, checked after parsing (flags, configs and dataset defaults alike)
 _AT_LEAST_1 = ('batch_size', 'epochs', 'grad_accum_steps', 'checkpoint_hist', 'log_interval', 'lr_base_size',
                'img_size', 'num_classes', 'in_chans', 'validation_batch_size', 'train_num_samples',
-               'val_num_samples', 'recount', 'patience_epochs')
+               'val_num_samples', 'recount', 'patience_epochs', 'val_interval', 'lr_cycle_limit',
+               'naflex_max_seq_len', 'train_batches_per_epoch', 'kd_student_feature_dim', 'kd_teacher_feature_dim')
 _AT_LEAST_0 = ('workers', 'checkpoint_every', 'warmup_epochs', 'cooldown_epochs', 'mixup_off_epoch', 'start_epoch',
                'seed', 'weight_decay', 'warmup_lr', 'min_lr', 'color_jitter', 'mixup', 'cutmix', 'layer_decay',
-               'decay_epochs')
-_POSITIVE = ('lr', 'lr_base', 'clip_grad', 'opt_eps', 'decay_rate', 'model_ema_decay')
-_PROBABILITY = ('hflip', 'vflip', 'reprob', 'mixup_prob', 'mixup_switch_prob', 'drop', 'drop_path', 'model_ema_decay')
+               'decay_epochs', 'recovery_interval', 'tta', 'aug_splits', 'aug_repeats', 'epoch_repeats',
+               'layer_decay_min_scale', 'lr_noise_std', 'distill_loss_weight', 'task_loss_weight')
+_POSITIVE = ('lr', 'lr_base', 'clip_grad', 'opt_eps', 'decay_rate', 'model_ema_decay', 'kd_temperature',
+             'lr_cycle_mul', 'bn_eps')
+_PROBABILITY = ('hflip', 'vflip', 'reprob', 'mixup_prob', 'mixup_switch_prob', 'drop', 'drop_path', 'model_ema_decay',
+                'color_jitter_prob', 'grayscale_prob', 'gaussian_blur_prob', 'drop_connect', 'drop_block',
+                'train_size_random_mix', 'bn_momentum', 'lr_cycle_decay')
 _BELOW_1 = ('smoothing', 'momentum')
 
 
@@ -359,6 +502,71 @@ def _check_model_name(name: str) -> None:
     raise UserError(f'--model {name}: not a timm model{hint}')
 
 
+def _check_timm_combinations(args: argparse.Namespace) -> None:
+    """Combinations of timm's flags that cannot mean anything (timm asserts most of them)."""
+    if args.torchscript and args.torchcompile:
+        raise UserError('--torchscript and --torchcompile both compile the model; choose one')
+    if args.torchcompile_mode and not args.torchcompile:
+        raise UserError(f'--torchcompile-mode {args.torchcompile_mode} applies to --torchcompile; add --torchcompile')
+    if args.torchscript and args.sync_bn:
+        raise UserError('--sync-bn cannot be used with --torchscript (SyncBatchNorm does not script)')
+    if args.model_dtype and args.model_dtype not in ('float32', 'float16', 'bfloat16'):
+        raise UserError(f'--model-dtype {args.model_dtype}: expected float32, float16 or bfloat16')
+    if args.amp and args.model_dtype not in (None, '', 'float32'):
+        raise UserError(f'--amp needs a float32 model; --model-dtype {args.model_dtype} does not apply with it')
+    if args.aug_splits == 1:
+        raise UserError('--aug-splits 1: must be 0 (off) or >= 2; one split is the plain batch')
+    if args.split_bn and not (args.aug_splits >= 2 or args.resplit):
+        raise UserError('--split-bn keeps BatchNorm layers per augmentation split; add --aug-splits >= 2 (or --resplit)')
+    if args.split_bn and args.sync_bn:
+        raise UserError('--split-bn and --sync-bn cannot be combined (timm converts to one or the other)')
+    if args.dist_bn not in ('broadcast', 'reduce', ''):
+        raise UserError(f'--dist-bn {args.dist_bn}: expected broadcast, reduce or ""')
+    if args.wandb_resume_id and not args.resume:
+        raise UserError(f'--wandb-resume-id {args.wandb_resume_id} continues a resumed run; add --resume')
+    if args.naflex_loader:
+        if args.relabel_maps:
+            raise UserError('--naflex-loader cannot be combined with --relabel-maps: targets are pooled from the '
+                            'label map under each fixed-size crop box, and NaFlex patch sequences have no such box')
+        if getattr(args, 'mile', False):
+            raise UserError('--naflex-loader cannot be combined with --mile: the MILe teacher relabels fixed-size '
+                            'image batches, not NaFlex patch sequences')
+        if args.aug_splits >= 2:
+            raise UserError('--naflex-loader cannot be combined with --aug-splits (NaFlex batches are not split)')
+    if args.naflex_patch_size_probs and len(args.naflex_patch_size_probs) != len(args.naflex_patch_sizes or []):
+        raise UserError('--naflex-patch-size-probs needs one probability per --naflex-patch-sizes value')
+
+
+def _check_loader_flags(args: argparse.Namespace, mixing: bool) -> None:
+    """Loader flag values and combinations that cannot mean anything (see training/loaders.py)."""
+    if args.jsd_loss and args.aug_splits < 2:
+        raise UserError('--jsd-loss compares the augmentation splits of each image; add --aug-splits N (N >= 2)')
+    if args.jsd_loss and (args.mile or args.bce_loss or args.loss not in (None, 'jsd_cross_entropy')):
+        raise UserError('--jsd-loss is a loss of its own (softmax cross-entropy on the clean split + Jensen-Shannon '
+                        'divergence across splits); it cannot be combined with --mile, --bce-loss or --loss')
+    if args.aug_splits >= 2 and args.relabel_maps:
+        raise UserError('--aug-splits cannot be combined with --relabel-maps: LabelPooling pools the target of one '
+                        'crop box per sample and collates one image per sample, not N splits')
+    if args.aug_splits >= 2 and mixing:
+        raise UserError('--aug-splits cannot be combined with Mixup/CutMix: mixing the batch would mix images of '
+                        'different splits (timm refuses it too)')
+    if args.aug_splits >= 2 and args.no_aug:
+        raise UserError('--aug-splits with --no-aug: there is no augmentation to split')
+    if args.resplit and args.aug_splits < 2:
+        raise UserError('--resplit keeps random erasing off the clean split of --aug-splits; without splits timm\'s '
+                        'GPU prefetcher erases the second half of each batch, and this train.py erases per sample in '
+                        'the workers (timm\'s --no-prefetcher loading, where --resplit does nothing): add --aug-splits N')
+    for flag, value in (('--epoch-repeats', args.epoch_repeats), ('--aug-repeats', args.aug_repeats)):
+        if 0 < value < 1:
+            raise UserError(f'{flag} {value}: must be 0 (off) or >= 1')
+    if args.epoch_repeats and args.train_batches_per_epoch:
+        raise UserError('--epoch-repeats and --train-batches-per-epoch both set the length of an epoch; give one')
+    if args.worker_seeding not in ('all', 'part'):
+        raise UserError(f'--worker-seeding {args.worker_seeding}: expected all or part')
+    if args.tta > 10:
+        raise UserError(f'--tta {args.tta}: at most 10 views (center, flip, 4 corners and their flips)')
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Refuse flag values and combinations that cannot work, in one line, before any work is done."""
     _check_ranges(args)
@@ -369,10 +577,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f'--skip-bad-images drops undecodable images from their batch; with --batch-size '
                         f'{args.batch_size} a batch could shrink to one sample, which BatchNorm cannot train on: '
                         f'use --batch-size >= 4')
-    if args.jsd_loss:
-        raise UserError('--jsd-loss needs timm\'s augmentation splits (--aug-splits), which this train.py does not '
-                        'provide; use timm\'s train.py for JSD')
     mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    _check_loader_flags(args, mixing)
     if mixing and args.batch_size % 2:
         raise UserError(f'--batch-size {args.batch_size}: Mixup/CutMix mix each sample with its mirror in the batch '
                         f'and need an even batch size')
@@ -389,6 +595,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.relabel_mode != 'local' and not args.relabel_maps:
         raise UserError(f'--relabel-mode {args.relabel_mode} needs --relabel-maps')
     check_mile_args(args)
+    _check_timm_combinations(args)
     sigmoid_loss = args.bce_loss or args.mile or args.loss == 'bce'
     for flag, value in (('--bce-sum', args.bce_sum), ('--bce-pos-weight', args.bce_pos_weight),
                         ('--bce-target-thresh', args.bce_target_thresh)):
@@ -405,6 +612,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 def loss_name(args: argparse.Namespace) -> str:
     """The registered loss train.py creates: ``--loss``, else ``bce`` for sigmoid training."""
+    if getattr(args, 'jsd_loss', False):
+        return 'jsd_cross_entropy'  # timm's --jsd-loss (with --aug-splits)
     return args.loss or ('bce' if args.bce_loss or args.mile else 'cross_entropy')
 
 
@@ -425,4 +634,6 @@ def loss_kwargs(args: argparse.Namespace, soft_targets: bool) -> Dict[str, Any]:
                                   soft_targets=soft_targets)
     if loss_name(args) == 'bce':
         kwargs.update(sum_classes=args.bce_sum or args.mile, pos_weight=args.bce_pos_weight)
+    if loss_name(args) == 'jsd_cross_entropy':
+        kwargs.update(num_splits=args.aug_splits)
     return kwargs
