@@ -26,7 +26,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from timm.data import create_transform, resolve_data_config
-from timm.models import create_model, load_checkpoint
+from timm.models import load_checkpoint
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 from timm.utils import dispatch_clip_grad
@@ -36,10 +36,10 @@ from timm_multilabel import UserError, create_loss, create_target_transform, cre
 from timm_multilabel.checkpoint_files import load_checkpoint_file
 from timm_multilabel.data import create_dataset, get_class_names, get_num_classes, get_real_labels
 from timm_multilabel.data.bad_images import drop_missing, read_skip_log
-from timm_multilabel.data.dataset_factory import image_folder_root
+from timm_multilabel.data.dataset_factory import dataset_options, image_folder_root
 from timm_multilabel.data.images import bad_image_message
+from timm_multilabel.distill import distill_task, distill_task_kwargs
 from timm_multilabel.data.real_labels import check_real_labels, load_real_labels, real_labels_for_files
-from timm_multilabel.data.seeded import SeededSamples
 from timm_multilabel.fileio import FolderLock, remove_stale_temps
 from timm_multilabel.hub import push_model_folder, save_model_folder
 from timm_multilabel.logs import setup_logging
@@ -48,8 +48,11 @@ from timm_multilabel.method import describe_method
 from timm_multilabel.task import LoopTask
 from timm_multilabel.training.args import check_args, loss_kwargs, loss_name, parse_args, task_kwargs, task_name
 from timm_multilabel.training.checkpoint import CheckpointKeeper, set_rng_state
-from timm_multilabel.training.evaluate import IndexedDataset, evaluate
+from timm_multilabel.training.evaluate import evaluate
+from timm_multilabel.training import loaders, model_setup
+from timm_multilabel.training import trackers
 from timm_multilabel.training.relabel import build_relabel_training
+from timm_multilabel.training.variable_batches import build_variable_batches
 from timm_multilabel.training.report import (
     METRIC_KEYS, collapse_warnings, plot_curves, results_table, write_epoch_log, write_json)
 from timm_multilabel.training.resume import RunCheckpoints, TrainState, resume_run
@@ -87,11 +90,12 @@ def _real_labels_for(dataset, source: str):
     return table
 
 
-def scaled_lr(args, world_size: int) -> float:
-    """timm's rule: --lr if given, else --lr-base scaled by the global batch size."""
+def scaled_lr(args, world_size: int, batch_size: Optional[float] = None) -> float:
+    """timm's rule: --lr if given, else --lr-base scaled by the global batch size (``batch_size``
+    per process: --batch-size, or the policy average of --train-img-sizes)."""
     if args.lr is not None:
         return args.lr
-    global_batch = args.batch_size * world_size * args.grad_accum_steps
+    global_batch = (batch_size or args.batch_size) * world_size * args.grad_accum_steps
     ratio = global_batch / args.lr_base_size
     scale = args.lr_base_scale or ('sqrt' if any(o in args.opt.lower() for o in ('ada', 'lamb')) else 'linear')
     return args.lr_base * (ratio ** 0.5 if scale == 'sqrt' else ratio)
@@ -132,10 +136,12 @@ def clip_gradients(accelerator: Accelerator, parameters, value: float, mode: str
 
 
 def train_step(batch, state: TrainState, task: LoopTask, optimizer, scheduler, accelerator: Accelerator, args,
-               mixup_fn=None) -> torch.Tensor:
+               mixup_fn=None, loss_scale=None, save_images_to: Optional[Path] = None) -> torch.Tensor:
     """One micro-batch ``(images [B, C, H, W], target [B] or [B, C])``: forward, backward and, at the
     end of an accumulation, the optimizer update and the task's, EMA's and schedule's steps.
-    Returns the loss (a scalar tensor)."""
+    ``loss_scale(images)``: the factor of this batch's gradient (variable batch sizes, timm's
+    --variable-batch-loss-scale / --naflex-loss-scale). ``save_images_to``: write the input batch
+    there, as it goes into the model (--save-images). Returns the (unscaled) loss, a scalar tensor."""
     if batch is None:
         raise UserError('every image of a training batch failed to decode (see the skipped images log); '
                         'check the data with `timm-multilabel check-images`')
@@ -144,12 +150,16 @@ def train_step(batch, state: TrainState, task: LoopTask, optimizer, scheduler, a
         images, target = mixup_fn(images, target)
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
+    if save_images_to is not None:
+        model_setup.save_batch_images(images, save_images_to)
     with accelerator.accumulate(task.get_trainable_module()):
         with accelerator.autocast():
             loss = task(images, target)['loss']
-        accelerator.backward(loss)
+        accelerator.backward(loss if loss_scale is None else loss * loss_scale(images))
         if accelerator.sync_gradients and args.clip_grad is not None:
-            clip_gradients(accelerator, task.get_clip_parameters(), args.clip_grad, args.clip_mode)
+            # timm: adaptive clipping (agc) leaves the classifier out
+            clip_gradients(accelerator, task.get_clip_parameters(exclude_head='agc' in args.clip_mode), args.clip_grad,
+                           args.clip_mode)
         optimizer.step()
         optimizer.zero_grad()
     if accelerator.sync_gradients:
@@ -157,16 +167,20 @@ def train_step(batch, state: TrainState, task: LoopTask, optimizer, scheduler, a
         task.after_update()
         task.update_ema(step=state.num_updates)
         scheduler.step_update(num_updates=state.num_updates)
+        if args.synchronize_step:
+            model_setup.synchronize(accelerator.device)
     return loss
 
 
 def train_one_epoch(state: TrainState, task: LoopTask, loader, optimizer, scheduler, accelerator: Accelerator,
-                    args, mixup_fn=None, checkpoints: Optional[RunCheckpoints] = None) -> Dict[str, Any]:
+                    args, mixup_fn=None, checkpoints: Optional[RunCheckpoints] = None,
+                    loss_scale=None, output_dir: Optional[Path] = None) -> Dict[str, Any]:
     """One epoch of optimizer updates; advances ``state.num_updates``.
 
     ``state.epoch_progress`` resumes an unfinished epoch (``batches`` done, running
     ``loss_sum``/``loss_count``/``seconds``/``cpu_seconds``, this rank's ``rng``); every
-    ``--checkpoint-every`` updates inside the epoch ``checkpoints.save_mid_epoch`` is called.
+    ``--checkpoint-every`` (timm: ``--recovery-interval``) updates inside the epoch
+    ``checkpoints.save_mid_epoch`` is called. ``--save-images`` writes each logged batch to ``output_dir``.
     A training image that cannot be decoded stops the epoch with a one-line UserError naming
     it, after a mid-epoch checkpoint of the batches done (one process, at an update boundary).
     """
@@ -191,6 +205,7 @@ def train_one_epoch(state: TrainState, task: LoopTask, loader, optimizer, schedu
 
     resume_rng = progress.get('rng')
     batches_done = done
+    every = model_setup.recovery_every(args)
     try:
         for batch_idx, batch in enumerate(bar, start=done):
             if resume_rng is not None:
@@ -198,14 +213,17 @@ def train_one_epoch(state: TrainState, task: LoopTask, loader, optimizer, schedu
                 # global generator: continue from the state the interrupted run had at this batch
                 set_rng_state(resume_rng)
                 resume_rng = None
-            loss = train_step(batch, state, task, optimizer, scheduler, accelerator, args, mixup_fn)
+            log_now = accelerator.is_main_process and batch_idx % args.log_interval == 0
+            images_to = output_dir / f'train-batch-{batch_idx}.jpg' if log_now and args.save_images and output_dir else None
+            loss = train_step(batch, state, task, optimizer, scheduler, accelerator, args, mixup_fn, loss_scale,
+                              save_images_to=images_to)
             loss_sum += loss.detach().double().cpu()
             loss_count += 1
             batches_done = batch_idx + 1
-            if (checkpoints is not None and args.checkpoint_every and accelerator.sync_gradients
-                    and state.num_updates % args.checkpoint_every == 0 and batches_done < total):
+            if (checkpoints is not None and every and accelerator.sync_gradients
+                    and state.num_updates % every == 0 and batches_done < total):
                 checkpoints.save_mid_epoch(state, progress_now(batches_done))
-            if accelerator.is_main_process and (batch_idx % args.log_interval == 0):
+            if log_now:
                 bar.set_postfix({'loss': f'{loss.item():.4f}', 'lr': f'{optimizer.param_groups[0]["lr"]:.2e}',
                                  **task.log_state()})
     except Exception as e:
@@ -258,29 +276,34 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
     if args.deterministic:
         use_deterministic_kernels()
+    device_kwargs = model_setup.accelerator_kwargs(args)  # --device (cpu: gloo process groups), --no-ddp-bb
     mixed_precision = 'no'
     if args.amp:
-        mixed_precision = 'bf16' if (args.amp_dtype == 'bfloat16' or not torch.cuda.is_available()) else 'fp16'
+        mixed_precision = 'bf16' if (args.amp_dtype == 'bfloat16' or device_kwargs['cpu']) else 'fp16'
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),  # gloo process groups when there is no GPU
+        **device_kwargs,
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=args.grad_accum_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         step_scheduler_with_optimizer=False,
+        **trackers.accelerator_kwargs(args, output_dir),  # --log-with / --log-wandb
     )
     is_main = accelerator.is_main_process
     if not is_main:
         setup_logging(verbose=False)
+    if is_main and trackers.single_process_warning(accelerator.num_processes):
+        _logger.warning(trackers.single_process_warning(accelerator.num_processes))
     set_seed(args.seed)
 
     # ---- data ----
     skip_log = output_dir / SKIPPED_IMAGES if args.skip_bad_images else None
     dataset_train = create_dataset(
         args.dataset, root=args.data_dir, split=args.train_split, is_training=True, seed=args.seed,
-        num_samples=args.train_num_samples, skip_bad_images=args.skip_bad_images, skip_log=skip_log)
+        num_samples=args.train_num_samples, skip_bad_images=args.skip_bad_images, skip_log=skip_log,
+        **dataset_options(args))
     dataset_eval = create_dataset(
         args.dataset, root=args.data_dir, split=args.val_split, is_training=False, seed=args.seed,
-        num_samples=args.val_num_samples)
+        num_samples=args.val_num_samples, **dataset_options(args))
     train_root = image_folder_root(dataset_train)
     if train_root is not None and train_root == image_folder_root(dataset_eval):
         raise UserError(f'--data-dir {args.data_dir}: no {args.val_split!r} folder beside the training images, so '
@@ -305,16 +328,15 @@ def run(args, args_text: str) -> Dict[str, Any]:
                         f'--real-labels for ImageNet')
 
     # ---- model ----
-    model_kwargs = dict(args.model_kwargs)
-    if args.in_chans is not None:
-        model_kwargs['in_chans'] = args.in_chans
+    model_setup.set_global_model_flags(args)  # --fuser, --fast-norm
+    pretrained_kwargs = {}
     if args.pretrained_path:
         if not Path(args.pretrained_path).is_file():
             raise UserError(f'--pretrained-path {args.pretrained_path}: no such file')
-        model_kwargs['pretrained_cfg_overlay'] = dict(file=args.pretrained_path)
-    model = create_model(
-        args.model, pretrained=args.pretrained or bool(args.pretrained_path), num_classes=num_classes,
-        drop_rate=args.drop, drop_path_rate=args.drop_path, **model_kwargs)
+        pretrained_kwargs['pretrained_cfg_overlay'] = dict(file=args.pretrained_path)
+    # --gp, --bn-momentum, --bn-eps, --drop-block, --drop-path (--drop-connect), in_chans, scriptable
+    model = model_setup.create_train_model(args, num_classes, pretrained=args.pretrained or bool(args.pretrained_path),
+                                           **pretrained_kwargs)
     if args.batch_size * args.grad_accum_steps == 1 and any(
             isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise UserError(f'--batch-size 1: {args.model} has BatchNorm, which cannot train on a batch of one; '
@@ -322,20 +344,18 @@ def run(args, args_text: str) -> Dict[str, Any]:
     if args.initial_checkpoint:
         load_checkpoint(model, args.initial_checkpoint, weights_only=True)
     init_head(model, scale=args.head_init_scale, bias=args.head_init_bias)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     data_config = resolve_data_config(vars(args), model=model, verbose=False)
+    timm_model = model  # the timm model itself, for the Hugging Face model folder
+    # --grad-checkpointing, --split-bn, device and --model-dtype, --channels-last, --sync-bn
+    model = model_setup.prepare_model_layers(model, args, accelerator.device, accelerator.num_processes)
+    if args.torchscript:
+        model = torch.jit.script(model)
 
-    train_transform_kwargs = dict(
-        input_size=data_config['input_size'], scale=args.scale, ratio=args.ratio, hflip=args.hflip,
-        vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa,
-        interpolation=args.train_interpolation, mean=data_config['mean'], std=data_config['std'],
-        re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, train_crop_mode=args.train_crop_mode)
+    train_transform_kwargs = loaders.train_transform_kwargs(args, data_config)
     transform_eval = create_transform(
         data_config['input_size'], is_training=False, interpolation=data_config['interpolation'],
         mean=data_config['mean'], std=data_config['std'], crop_pct=data_config['crop_pct'],
         crop_mode=data_config.get('crop_mode'))
-    dataset_eval.transform = transform_eval
 
     collate_fn = None
     dense_targets = False
@@ -344,44 +364,55 @@ def run(args, args_text: str) -> Dict[str, Any]:
             dataset_train, collate_fn = build_relabel_training(args, dataset_train, train_transform_kwargs,
                                                                num_classes)
         dense_targets = True
-    else:
-        dataset_train.transform = create_transform(
-            is_training=True, no_aug=args.no_aug, **train_transform_kwargs)
+    else:  # timm's transform; --aug-splits: timm's AugMixDataset around the data
+        dataset_train = loaders.set_train_transform(dataset_train, args, train_transform_kwargs)
 
     if args.skip_bad_images:  # undecodable images are dropped from their batch (and listed in summary.json)
-        collate_fn = drop_missing(collate_fn, even=args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None)
+        collate_fn = drop_missing(collate_fn or loaders.train_collate(args),
+                                  even=args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None)
 
     # each sample's augmentation draws depend on (seed, epoch, index) only: the same for any
-    # --workers, and exact when a run resumes mid-epoch
-    train_samples = SeededSamples(dataset_train, args.seed)
-    loader_train = torch.utils.data.DataLoader(
-        train_samples, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
-        collate_fn=collate_fn, persistent_workers=args.workers > 0, pin_memory=torch.cuda.is_available())
-    loader_eval = torch.utils.data.DataLoader(
-        IndexedDataset(dataset_eval), batch_size=args.validation_batch_size or args.batch_size, shuffle=False,
-        num_workers=args.workers, pin_memory=torch.cuda.is_available())
-    if len(loader_train) < accelerator.num_processes:
-        raise UserError(f'the training set has {len(dataset_train)} samples, fewer than one batch of '
-                        f'{args.batch_size} per process; lower --batch-size')
+    # --workers, and exact when a run resumes mid-epoch; timm's sampler flags (--aug-repeats,
+    # --epoch-repeats, --train-batches-per-epoch) set the epoch (see training/loaders.py)
+    # --train-img-sizes / --naflex-loader: batches of scheduled shapes (training/variable_batches.py)
+    variable = build_variable_batches(args, dataset_train, train_transform_kwargs, collate_fn,
+                                      accelerator.num_processes, num_classes, model=model)
+    train = variable or loaders.build_train_loader(args, dataset_train, collate_fn, accelerator.num_processes)
+    loader_train, train_samples = train.loader, train.samples
+    loader_eval = variable.eval_loader(args, dataset_eval, data_config) if variable is not None else None  # NaFlex
+    if loader_eval is None:
+        loader_eval = loaders.build_eval_loader(args, dataset_eval, transform_eval)  # --tta: N views an image
 
     # ---- loss, task, optimizer, schedule ----
-    mixup_fn = build_target_transform(args, num_classes, dense_targets)
-    criterion = create_loss(loss_name(args), **loss_kwargs(args, soft_targets=mixup_fn is not None or dense_targets))
-    args.lr = scaled_lr(args, accelerator.num_processes)
-    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args))
-
-    model, optimizer, loader_train, loader_eval = accelerator.prepare(model, optimizer, loader_train, loader_eval)
+    naflex = variable is not None and variable.mode == 'naflex'  # NaFlexMixup mixes in the loader
+    mixup_fn = None if naflex else build_target_transform(args, num_classes, dense_targets)
+    criterion = create_loss(loss_name(args), **loss_kwargs(
+        args, soft_targets=mixup_fn is not None or dense_targets or (naflex and variable.soft_targets)))
+    args.lr = scaled_lr(args, accelerator.num_processes, variable and variable.reference_batch_size)
+    kd_task = distill_task(args)  # --kd-model-name: timm's distillation tasks
+    task = create_task(
+        kd_task or task_name(args), model=model, criterion=criterion, num_classes=num_classes,
+        autocast=accelerator.autocast, device=accelerator.device,
+        **(distill_task_kwargs(args) if kd_task else task_kwargs(args)))
+    # as timm: the optimizer, EMA and compilation of the task's trainable module, then distributed wrapping
+    optimizer = create_optimizer_v2(task.get_trainable_module(), **optimizer_kwargs(cfg=args), **args.opt_kwargs)
+    if args.model_ema:  # --model-ema-force-cpu: kept on the CPU and not evaluated
+        task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                       device='cpu' if args.model_ema_force_cpu else None)
+    eval_ema = args.model_ema and not args.model_ema_force_cpu
+    if args.torchcompile:
+        task.compile(backend=args.torchcompile, mode=args.torchcompile_mode)
+        if eval_ema:
+            task.compile_ema(backend=args.torchcompile, mode=args.torchcompile_mode)
+    model, optimizer, loader_train, loader_eval = accelerator.prepare(
+        task.get_trainable_module(), optimizer, loader_train, loader_eval)
+    task.use_prepared(model)
+    task.attach_optimizer(optimizer)
     updates_per_epoch = math.ceil(len(loader_train) / args.grad_accum_steps)
     # timm's epoch arithmetic: --cooldown-epochs (and --warmup-prefix) lengthen the run
-    scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args),
-                                                updates_per_epoch=updates_per_epoch)
-
-    task = create_task(
-        task_name(args), model=model, criterion=criterion, num_classes=num_classes, autocast=accelerator.autocast,
-        device=accelerator.device, **task_kwargs(args))
-    task.attach_optimizer(optimizer)
-    if args.model_ema:
-        task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer, **scheduler_kwargs(args, decreasing_metric=args.eval_metric == 'loss'),
+        updates_per_epoch=updates_per_epoch)
 
     # ---- resume ----
     keeper = CheckpointKeeper(output_dir, decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist)
@@ -409,20 +440,41 @@ def run(args, args_text: str) -> Dict[str, Any]:
             f'{args.model} on {args.dataset or args.data_dir}: {len(dataset_train)} train / {len(dataset_eval)} eval '
             f'samples, {num_classes} classes, input {tuple(data_config["input_size"])}, {accelerator.num_processes} '
             f'process(es) on {accelerator.device}, method {method["name"]}, lr {args.lr:.3g}, output {output_dir}')
+        if variable is not None:
+            _logger.info(variable.description)
+    trackers.start_trackers(accelerator, args, output_dir)  # after the run folder is held; main process only
 
     probs_kind = output_activation(criterion)
-    eval_metrics: Dict[str, Any] = state.history[-1] if state.history else {}
+    # the last evaluated epoch (epochs between --val-interval evaluations have no metrics)
+    eval_metrics: Dict[str, Any] = next((r for r in reversed(state.history) if r.get('eval_loss') is not None), {})
     warnings: List[str] = []
+    dist_bn = '' if args.sync_bn else args.dist_bn  # timm: SyncBatchNorm keeps the statistics equal already
     for epoch in range(state.epoch, num_epochs):
         state.epoch = epoch
         loader_train.set_epoch(epoch)
         train_samples.set_epoch(epoch)
         train_stats = train_one_epoch(state, task, loader_train, optimizer, scheduler, accelerator, args, mixup_fn,
-                                      checkpoints)
-        scheduler.step(epoch + 1, eval_metrics.get(args.eval_metric))
+                                      checkpoints, loss_scale=variable and variable.loss_scale,
+                                      output_dir=output_dir)
+        # --dist-bn: every process gets the same BatchNorm statistics (the EMA's too, when it is evaluated)
+        if model_setup.distribute_bn_stats(task.get_trainable_module(), dist_bn, accelerator.num_processes) \
+                and eval_ema:
+            model_setup.distribute_bn_stats(task.get_trainable_module(ema=True), dist_bn, accelerator.num_processes)
+        if not model_setup.should_evaluate(epoch, num_epochs, args.val_interval):
+            # timm: no evaluation and no checkpoint between --val-interval epochs; the schedule steps without a metric
+            scheduler.step(epoch + 1, None)
+            state.history.append({'epoch': epoch, **train_stats,
+                                  **{f'{task.name}_{k}': v for k, v in task.log_state().items()}})
+            trackers.log_epoch(accelerator, state.history[-1])
+            if is_main:
+                write_epoch_log(output_dir / 'summary.csv', state.history)
+                _logger.info(f'epoch {epoch}: train loss {train_stats["train_loss"]:.4f}  (evaluated every '
+                             f'{args.val_interval} epochs)')
+            continue
 
-        eval_metrics = evaluate(task.get_eval_model(ema=args.model_ema), loader_eval, accelerator, real_labels,
-                                probs_kind, autocast=accelerator.autocast, channels_last=args.channels_last)
+        eval_metrics = evaluate(task.get_eval_model(ema=eval_ema), loader_eval, accelerator, real_labels,
+                                probs_kind, autocast=accelerator.autocast, channels_last=args.channels_last,
+                                tta=args.tta)
         task_state = task.log_state()
         state.history.append({
             'epoch': epoch, **train_stats, 'eval_loss': eval_metrics['loss'],
@@ -433,7 +485,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
             _logger.warning(f'epoch {epoch}: ' + '; '.join(warnings) + (
                 ' (MILe: a shorter student phase --mile-ks or a higher --mile-rho)' if args.mile else ''))
         metric = eval_metrics['loss'] if args.eval_metric == 'loss' else eval_metrics.get(args.eval_metric)
+        scheduler.step(epoch + 1, metric)  # timm: this epoch's metric (plateau)
         checkpoints.save_epoch(state, metric)
+        trackers.log_epoch(accelerator, state.history[-1])
         if is_main:
             write_epoch_log(output_dir / 'summary.csv', state.history)
             plot_curves(output_dir / 'curves.png', state.history, title=f'{args.model} on {args.dataset or "images"}')
@@ -465,7 +519,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
         summary[task.name] = task_state
     if is_main:
         write_json(output_dir / 'summary.json', summary)
-        _save_model_folder(args, output_dir, keeper, accelerator.unwrap_model(model), num_classes,
+        _save_model_folder(args, output_dir, keeper, timm_model, num_classes,
                            get_class_names(dataset_train), data_config, summary, method)
         print(results_table(summary['metrics'], {
             'train seconds': f'{summary["train_seconds"]:.1f}', 'eval samples': summary['eval_samples'],
@@ -483,7 +537,9 @@ def _save_model_folder(args, output_dir, keeper, model, num_classes, class_names
     state_dict = None
     if best_path.is_file():
         ckpt = load_checkpoint_file(best_path)
-        state_dict = ckpt.get('state_dict_ema') if args.model_ema and 'state_dict_ema' in ckpt else ckpt['state_dict']
+        # the weights that were evaluated: the EMA's, unless --model-ema-force-cpu (timm: not evaluated)
+        use_ema = args.model_ema and not args.model_ema_force_cpu and 'state_dict_ema' in ckpt
+        state_dict = ckpt['state_dict_ema'] if use_ema else ckpt['state_dict']
     save_model_folder(
         model, output_dir, model_name=args.model, num_classes=num_classes, label_names=class_names,
         data_config=data_config, metrics=summary['metrics'], method=method,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch.nn as nn
-from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from .registry import register_loss
 
@@ -43,6 +43,16 @@ def bce(
         sum_classes=sum_classes,
         pos_weight=pos_weight,
     )
+
+
+@register_loss('jsd_cross_entropy')
+def jsd_cross_entropy(num_splits: int = 3, smoothing: float = 0.1, soft_targets: bool = False, **kwargs) -> nn.Module:
+    """timm's ``JsdCrossEntropy`` (``--jsd-loss`` with ``--aug-splits N``): cross-entropy on the clean
+    split plus the Jensen-Shannon divergence across the N splits, for logits [N * B, C] and index
+    targets [N * B] in timm's split layout (split j is rows j*B .. j*B+B-1)."""
+    if soft_targets:
+        raise ValueError('jsd_cross_entropy takes class-index targets, not dense [B, C] ones')
+    return JsdCrossEntropy(num_splits=num_splits, smoothing=smoothing)
 
 
 def output_activation(criterion: Any) -> str:

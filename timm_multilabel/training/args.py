@@ -18,10 +18,15 @@ import timm
 import yaml
 from timm.utils import ParseKwargs
 
+from ..data.dataset_factory import check_dataset_options, dataset_options
+from ..distill import check_distill_args
 from ..errors import UserError
 from ..metrics import METRIC_KEYS
 from ..mile import add_mile_arguments, check_mile_args, mile_kwargs_from_args
 from ..registry import LOSSES, PLUGIN_GROUP, TARGET_TRANSFORMS, TASKS
+from .model_setup import check_model_flags
+from .trackers import check_tracker_args
+from .variable_batches import check_variable_batch_args
 
 # Settings that make the built-in data train well in minutes on a CPU; any flag or YAML key
 # overrides them. Models train from scratch on the 48x48 grids (16-pixel digits) resized to 32 px.
@@ -39,15 +44,46 @@ def _group(parser: argparse.ArgumentParser, title: str):
     return parser.add_argument_group(title)
 
 
+def _cli_value(value: Any) -> str:
+    """A default as it is typed on the command line (``0.5 1.0`` for a list)."""
+    return ' '.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default once: timm's, plus the built-in data's value where a bare
+    ``python train.py`` (digits-grid, no data folder) runs with another one. A help text that
+    states its own default (``(default: ...)``) gets no second one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ''
+        if '(default' in text or action.default is argparse.SUPPRESS:
+            return text
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text
+        grid = DATASET_DEFAULTS['digits-grid']
+        suffix = ' (default: %(default)s'
+        if action.dest in grid and grid[action.dest] != action.default:
+            suffix += '; digits-grid: ' + _cli_value(grid[action.dest]).replace('%', '%%')
+        return text + suffix + ')'
+
+
+_DESCRIPTION = (
+    'Train a timm image classifier with multi-label supervision recovered from single labels (MILe, ReLabel + '
+    'LabelPooling); the flags are those of timm\'s train.py, plus --mile* and --relabel-*. Runs on one device with '
+    '`python train.py` or on many GPUs/nodes with `accelerate launch train.py`.')
+_EPILOG = (
+    'Defaults: with a data folder (DIR, --data-dir) or another --dataset, timm\'s defaults apply (the "default:" '
+    'values above). With neither, train.py trains on the built-in digits-grid data with its own defaults, shown as '
+    '"digits-grid:" above: ' + ', '.join(
+        f'--{k.replace("_", "-")}' + ('' if v is True else f' {_cli_value(v)}')
+        for k, v in DATASET_DEFAULTS['digits-grid'].items()) + '. A -c/--config file or a flag overrides either.')
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full train.py parser (timm's flags plus ours)."""
     parser = argparse.ArgumentParser(
         prog='train.py',
-        description='Train a timm image classifier with multi-label supervision recovered from single labels '
-                    '(MILe, ReLabel + LabelPooling). Runs on one device with `python train.py` or on many '
-                    'GPUs/nodes with `accelerate launch train.py`. With no arguments it trains a small ResNet '
-                    'on the built-in digits-grid data.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=_DESCRIPTION, epilog=_EPILOG.replace('%', '%%'), formatter_class=_HelpFormatter,
     )
     parser.add_argument('-c', '--config', default='', type=str, metavar='FILE',
                         help='YAML config file whose keys (flag names with underscores) set the defaults')
@@ -57,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='path to dataset (positional, as in timm, where it is deprecated for --data-dir)')
     g.add_argument('--data-dir', metavar='DIR', help='path to dataset root')
     g.add_argument('--dataset', metavar='NAME', default='digits-grid',
-                   help='digits-grid (built in; the default without a data folder), "" for an image folder (the '
-                        'default when DIR or --data-dir is given, as in timm), hfds/<name> for a Hugging Face '
-                        'dataset, torch/<name> for torchvision')
+                   help='digits-grid (built in), "" for an image folder, hfds/<name> for a Hugging Face dataset, '
+                        'torch/<name> for torchvision (default: digits-grid without a data folder; "", an image '
+                        'folder, with DIR or --data-dir, as in timm)')
     g.add_argument('--train-split', metavar='NAME', default='train', help='dataset train split')
     g.add_argument('--val-split', metavar='NAME', default='validation', help='dataset validation split')
     g.add_argument('--train-num-samples', type=int, default=None, metavar='N', help='limit/size of the train set')
@@ -206,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--mixup-switch-prob', type=float, default=0.5, help='probability of cutmix instead of mixup')
     g.add_argument('--mixup-mode', type=str, default='batch', help='"batch", "pair", or "elem"')
     g.add_argument('--mixup-off-epoch', default=0, type=int, metavar='N', help='turn mixup off after this epoch')
-    g.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
+    g.add_argument('--smoothing', type=float, default=0.1,
+                   help='label smoothing (0 with --mile, whose pseudo-labels are binary)')
     g.add_argument('--train-interpolation', type=str, default='random', help='training interpolation')
     g.add_argument('--bce-loss', action='store_true', default=False, help='sigmoid binary cross-entropy loss')
     g.add_argument('--bce-sum', action='store_true', default=False,
@@ -303,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--wandb-project', default=None, type=str, help='wandb project name')
     g.add_argument('--wandb-tags', default=[], type=str, nargs='+', help='wandb tags')
     g.add_argument('--wandb-resume-id', default='', type=str, metavar='ID', help='wandb run id to continue (with --resume)')
+    g.add_argument('--log-with', default=None, nargs='+', metavar='NAME',
+                   help='also log per-epoch metrics to these Accelerate trackers (tensorboard, wandb, mlflow, '
+                        'comet_ml, aim, clearml, dvclive, ...); local ones write under --output (TensorBoard: '
+                        '<output>/<wandb-project or timm-multilabel>/)')
 
     g = _group(parser, 'Scheduled resolution')
     g.add_argument('--train-img-sizes', type=int, nargs='+', default=None,
@@ -361,29 +402,66 @@ def _flag_names(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
     return {a.dest: a for a in parser._actions}
 
 
+def _translate_legacy_keys(cfg: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """Keys that older timm train.py versions wrote to args.yaml (and that published recipes still
+    carry), translated to today's flags; those whose meaning is gone are refused unless off."""
+    cfg = dict(cfg)
+    for key in ('native_amp', 'apex_amp', 'dynamo', 'bn_tf', 'aot_autograd'):
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise UserError(f'{where}: {key}: expected true or false, got {cfg[key]!r}')
+    if cfg.pop('native_amp', False) | cfg.pop('apex_amp', False):
+        cfg['amp'] = True  # timm's native / apex AMP: mixed precision, here Accelerate's autocast
+    impl = cfg.pop('amp_impl', 'native')
+    if impl not in ('native', 'apex'):
+        raise UserError(f"{where}: amp_impl: expected native or apex, got {impl!r}")
+    for old, new in (('jsd', 'jsd_loss'), ('iters_to_accum', 'grad_accum_steps')):
+        if old in cfg:
+            value = cfg.pop(old)
+            cfg.setdefault(new, value)
+    backend = cfg.pop('dynamo_backend', None)
+    if cfg.pop('dynamo', False) is True:
+        cfg.setdefault('torchcompile', backend or 'inductor')
+    for old, instead in (('bn_tf', 'bn_eps and bn_momentum'), ('aot_autograd', 'torchcompile')):
+        if cfg.pop(old, False):
+            raise UserError(f'{where}: {old} was removed from timm; use {instead}')
+    multiplier = cfg.pop('validation_batch_size_multiplier', 1)
+    if multiplier not in (1, None) and cfg.get('validation_batch_size') is None:
+        if not isinstance(multiplier, int) or isinstance(multiplier, bool) or multiplier < 1:
+            raise UserError(f'{where}: validation_batch_size_multiplier: expected an integer >= 1, got {multiplier!r}')
+        cfg['validation_batch_size'] = multiplier * int(cfg.get('batch_size', 128))
+    return cfg
+
+
+def read_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
+    """The ``-c/--config`` YAML as flag defaults ``{dest: value}``: our keys, every key of an
+    args.yaml written by timm's train.py (older versions' keys translated) and timm's flat recipe
+    files; each value is parsed as its flag parses the command line. A key that is neither timm's
+    nor ours is refused in one line. ``config`` itself (written to our args.yaml) is skipped."""
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise UserError(f'--config {path}: cannot read ({e.strerror})')
+    except yaml.YAMLError as e:
+        raise UserError(f'--config {path}: not valid YAML ({str(e).splitlines()[0]})')
+    if not isinstance(cfg, dict):
+        raise UserError(f'--config {path}: expected a mapping of flag names to values')
+    known = _flag_names(parser)
+    cfg = {str(k).replace('-', '_'): v for k, v in cfg.items()}
+    cfg.pop('config', None)
+    cfg = _translate_legacy_keys(cfg, f'--config {path}')
+    unknown = sorted(k for k in cfg if k not in known)
+    if unknown:
+        raise UserError(f'--config {path}: unknown key(s) {", ".join(unknown)}')
+    return {k: config_value(known[k], v, f'--config {path}: {k}') for k, v in cfg.items()}
+
+
 def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, str]:
     """Parse train.py's arguments; returns (args, yaml text of the resolved args)."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     pre, _ = parser.parse_known_args(argv)  # dataset and config file, to layer defaults
-
-    cfg: Dict[str, Any] = {}
-    if pre.config:
-        try:
-            with open(pre.config) as f:
-                cfg = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise UserError(f'--config {pre.config}: cannot read ({e.strerror})')
-        except yaml.YAMLError as e:
-            raise UserError(f'--config {pre.config}: not valid YAML ({str(e).splitlines()[0]})')
-        if not isinstance(cfg, dict):
-            raise UserError(f'--config {pre.config}: expected a mapping of flag names to values')
-        known = _flag_names(parser)
-        cfg = {str(k).replace('-', '_'): v for k, v in cfg.items()}
-        unknown = sorted(k for k in cfg if k not in known)
-        if unknown:
-            raise UserError(f'--config {pre.config}: unknown key(s) {", ".join(unknown)}')
-        cfg = {k: config_value(known[k], v, f'--config {pre.config}: {k}') for k, v in cfg.items()}
+    cfg = read_config(pre.config, parser) if pre.config else {}
 
     dataset = cfg.get('dataset', pre.dataset)
     dataset_given = 'dataset' in cfg or any(a == '--dataset' or a.startswith('--dataset=') for a in argv)
@@ -399,7 +477,9 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, st
         args.smoothing = 0.0
     if not args.data_dir:
         args.data_dir = args.data  # timm: the positional DIR when --data-dir is not given
-    args_text = yaml.safe_dump(vars(args), default_flow_style=False, sort_keys=True)
+    # libyaml's emitter when present: the same text, several times faster than the pure-Python one
+    dumper = getattr(yaml, 'CSafeDumper', yaml.SafeDumper)
+    args_text = yaml.dump(vars(args), Dumper=dumper, default_flow_style=False, sort_keys=True)
     return args, args_text
 
 
@@ -444,7 +524,7 @@ def config_value(action: argparse.Action, value: Any, where: str) -> Any:
             raise UserError(f'{where}: expected a list, got {value!r}')
         if isinstance(action.nargs, int) and len(value) != action.nargs:
             raise UserError(f'{where}: expected {action.nargs} values, got {len(value)}')
-        if action.nargs == '+' and not value:
+        if action.nargs == '+' and not value and action.default != []:  # timm's wandb_tags: []
             raise UserError(f'{where}: expected at least one value')
         return [_parse_one(action, v, where) for v in value]
     return _parse_one(action, value, where)
@@ -528,9 +608,6 @@ def _check_timm_combinations(args: argparse.Namespace) -> None:
         if args.relabel_maps:
             raise UserError('--naflex-loader cannot be combined with --relabel-maps: targets are pooled from the '
                             'label map under each fixed-size crop box, and NaFlex patch sequences have no such box')
-        if getattr(args, 'mile', False):
-            raise UserError('--naflex-loader cannot be combined with --mile: the MILe teacher relabels fixed-size '
-                            'image batches, not NaFlex patch sequences')
         if args.aug_splits >= 2:
             raise UserError('--naflex-loader cannot be combined with --aug-splits (NaFlex batches are not split)')
     if args.naflex_patch_size_probs and len(args.naflex_patch_size_probs) != len(args.naflex_patch_sizes or []):
@@ -596,6 +673,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f'--relabel-mode {args.relabel_mode} needs --relabel-maps')
     check_mile_args(args)
     _check_timm_combinations(args)
+    check_variable_batch_args(args)  # --train-img-sizes, --naflex-*: see training/variable_batches.py
     sigmoid_loss = args.bce_loss or args.mile or args.loss == 'bce'
     for flag, value in (('--bce-sum', args.bce_sum), ('--bce-pos-weight', args.bce_pos_weight),
                         ('--bce-target-thresh', args.bce_target_thresh)):
@@ -608,6 +686,10 @@ def check_args(args: argparse.Namespace) -> None:
                             f'(plugins register more through the entry-point group {PLUGIN_GROUP})')
     if args.mile and args.task not in (None, 'mile'):
         raise UserError(f'--mile selects the mile task; --task {args.task} does not apply')
+    check_dataset_options(args.dataset, args.data_dir, **dataset_options(args))  # e.g. --class-map with digits-grid
+    check_tracker_args(args)  # unknown tracker names, tracker packages not installed
+    check_model_flags(args)  # --fuser, --drop-connect, --val-interval, --recovery-interval, --device (model_setup.py)
+    check_distill_args(args)  # --kd-*: ignored without --kd-model-name, or with another --kd-distill-type
 
 
 def loss_name(args: argparse.Namespace) -> str:

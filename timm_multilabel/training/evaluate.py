@@ -6,11 +6,37 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..evaluation import IndexedDataset, predict
 from ..metrics import compute_multilabel_metrics
 
-__all__ = ['IndexedDataset', 'evaluate', 'evaluation_loss']
+__all__ = ['IndexedDataset', 'evaluate', 'evaluation_loss', 'tta_reduce', 'ViewsAveraged']
+
+
+def tta_reduce(output: torch.Tensor, n: int) -> torch.Tensor:
+    """timm's ``--tta`` reduction: the mean of each group of ``n`` consecutive outputs, [B * n, C] -> [B, C]."""
+    return output.unfold(0, n, n).mean(dim=2)
+
+
+class ViewsAveraged(nn.Module):
+    """``model`` on batches of N views an image [B, N, C, H, W] (``--tta``, see ``training/loaders.py``):
+    the B * N views in one forward pass, then each image's N outputs averaged (:func:`tta_reduce`) -> [B, C]."""
+
+    def __init__(self, model: nn.Module, channels_last: bool = False):
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n = images.shape[1]
+        x = images.flatten(0, 1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return tta_reduce(out, n)
 
 
 def evaluation_loss(logits: torch.Tensor, labels: torch.Tensor, probs_kind: str) -> float:
@@ -33,9 +59,13 @@ def evaluate(
         autocast: Callable[[], Any] = nullcontext,
         channels_last: bool = False,
         progress: Optional[Callable] = None,
+        tta: int = 0,
 ) -> Dict[str, Any]:
     """Top-1, ReaL metrics and mAP of ``model`` on the eval loader of :class:`IndexedDataset` batches,
-    plus ``eval_samples``; every test sample counted exactly once across processes."""
+    plus ``eval_samples``; every test sample counted exactly once across processes. ``tta`` > 1: the
+    batches hold ``tta`` views an image [B, tta, C, H, W], whose outputs are averaged before the metrics."""
+    if tta > 1:
+        model, channels_last = ViewsAveraged(model, channels_last), False
     out = predict(model, loader, accelerator.gather_for_metrics, autocast=autocast, channels_last=channels_last,
                   progress=progress)
     order = torch.argsort(out['indices'])
