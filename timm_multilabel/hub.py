@@ -45,7 +45,8 @@ from .version import __version__
 __all__ = [
     'WEIGHTS_NAME', 'CONFIG_NAME', 'CARD_NAME', 'METRIC_KEYS', 'METRIC_NAMES',
     'save_model_folder', 'push_model_folder', 'load_checkpoint_dict', 'clean_state_dict',
-    'model_from_checkpoint', 'export_checkpoint', 'card_metrics', 'method_from_args', 'read_multilabel_config',
+    'model_from_checkpoint', 'export_checkpoint', 'checkpoint_label_names', 'card_metrics', 'method_from_args',
+    'read_multilabel_config', 'hub_error_line',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -483,6 +484,19 @@ def _check_repo_id(repo_id: str) -> None:
         raise UserError(f'repo id {repo_id!r} is not a valid Hugging Face repo id ({str(e).splitlines()[0]})') from None
 
 
+def hub_error_line(e: BaseException) -> str:
+    """One line for a Hub or network error: the HTTP status with the Hub's own message when it sent one
+    (huggingface_hub's first line is only ``Client error '401 Unauthorized' for url ...``), else the
+    exception's first line."""
+    response = getattr(e, 'response', None)
+    status = getattr(response, 'status_code', None)
+    server = str(getattr(e, 'server_message', None) or '').strip()
+    if status is not None and server:
+        return f'HTTP {status}: {server.splitlines()[0][:200]}'
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def hub_upload_folder(
         folder: Union[str, os.PathLike],
         repo_id: str,
@@ -513,8 +527,7 @@ def hub_upload_folder(
             repo_id=url.repo_id, folder_path=str(folder), repo_type=repo_type,
             allow_patterns=list(allow_patterns) if allow_patterns else None, commit_message=commit_message)
     except (OSError, errors.HTTPError, ValueError) as e:
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise UserError(f'cannot push to {repo_id}: {msg}; {where}, push it later') from None
+        raise UserError(f'cannot push to {repo_id}: {hub_error_line(e)}; {where}, push it later') from None
     return getattr(info, 'commit_url', None) or str(info)
 
 
@@ -606,6 +619,58 @@ def _metrics_from_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return {k: v for k, v in data.items() if k in METRIC_KEYS}
 
 
+def _names_by_index(names: Any, num_classes: int) -> Optional[List[str]]:
+    """``[name of class 0, ...]`` from a list or an ``{index: name}`` dict covering every class, else None."""
+    if isinstance(names, Mapping):
+        try:
+            names = {int(k): v for k, v in names.items()}
+        except (TypeError, ValueError):
+            return None
+        if sorted(names) != list(range(num_classes)):
+            return None
+        names = [names[i] for i in range(num_classes)]
+    if isinstance(names, (list, tuple)) and len(names) == num_classes and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+def checkpoint_label_names(
+        checkpoint_path: Union[str, os.PathLike],
+        model: nn.Module,
+        args: Optional[Mapping[str, Any]] = None,
+) -> Optional[List[str]]:
+    """Class names for a checkpoint, which does not store them itself.
+
+    1. ``config.json`` of the model folder train.py writes into its ``--output`` (beside the checkpoint):
+       its ``label_names`` when its architecture and class count are the model's;
+    2. else the checkpoint's ``--class-map`` file (timm's format: one name per line, or a pickled dict),
+       when it is still there and names every class;
+    3. else None.
+    """
+    num_classes = int(model.num_classes)
+    config_path = Path(checkpoint_path).parent / CONFIG_NAME
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding='utf-8'))
+        except (OSError, ValueError):
+            config = None
+        if isinstance(config, dict) and config.get('num_classes') == num_classes \
+                and config.get('architecture') == model.pretrained_cfg.get('architecture'):
+            names = _names_by_index(config.get('label_names'), num_classes)
+            if names is not None:
+                return names
+    class_map = (args or {}).get('class_map')
+    if class_map:
+        from timm.data.readers.class_map import load_class_map
+        try:
+            class_to_idx = load_class_map(class_map)
+        except (OSError, AssertionError, ValueError, EOFError) as e:
+            _logger.warning('--class-map %s of the checkpoint is unreadable here (%s): no label names', class_map, e)
+            return None
+        return _names_by_index({idx: str(name) for name, idx in class_to_idx.items()}, num_classes)
+    return None
+
+
 def export_checkpoint(
         checkpoint_path: Union[str, os.PathLike],
         out_dir: Union[str, os.PathLike],
@@ -628,7 +693,8 @@ def export_checkpoint(
         model_name: architecture override (needed for a bare state dict).
         num_classes: override; default from the checkpoint's args or classifier weight.
         use_ema: export ``state_dict_ema``.
-        label_names: one name per class.
+        label_names: one name per class; default :func:`checkpoint_label_names` (the run folder's
+            ``config.json``, else the checkpoint's ``--class-map``).
         dataset: training data; default the checkpoint's ``args['dataset']``.
         metrics: a dict, or a JSON file (train.py's ``summary.json`` or a flat dict); default the
             checkpoint's ``metric`` under its ``args['eval_metric']`` name.
@@ -650,6 +716,8 @@ def export_checkpoint(
             metrics[name] = ckpt['metric']
     if dataset is None:
         dataset = args.get('dataset') or (Path(args['data_dir']).name if args.get('data_dir') else '')
+    if label_names is None:
+        label_names = checkpoint_label_names(checkpoint_path, model, args)
     return save_model_folder(
         model, out_dir,
         model_name=str(model_name or ckpt.get('arch') or args.get('model')),
