@@ -182,3 +182,146 @@ def test_bad_image_options_reach_folder_and_tar_datasets(image_folder, tmp_path)
     ds = create_dataset('', root=str(tmp_path / 'd.tar'), split='train', skip_bad_images=True)
     assert isinstance(ds, CheckedImageDataset) and ds.skip_bad_images and len(ds) == 2
     assert ds[0][0].mode == 'RGB'
+
+
+# ---- timm's dataset flags (--class-map --input-img-mode --input-key --target-key ...) and local HF datasets ----
+
+def _classes_folder(root, classes=('cat', 'dog', 'emu'), per_class=2):
+    """root/{train,validation}/<class>/<k>.png, pixel red = 40 * class position + k."""
+    for split in ('train', 'validation'):
+        for c, name in enumerate(classes):
+            for k in range(per_class):
+                path = root / split / name / f'{k}.png'
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new('RGB', (6, 6), (40 * c + k, 7, 9)).save(path)
+    return root
+
+
+def _hf_table(datasets, n=6):
+    """Columns: img (RGB, red = row), photo (decoy images), fine (ClassLabel a/b/c), coarse (ClassLabel x/y)."""
+    features = datasets.Features({
+        'img': datasets.Image(), 'photo': datasets.Image(),
+        'fine': datasets.ClassLabel(names=['a', 'b', 'c']), 'coarse': datasets.ClassLabel(names=['x', 'y'])})
+    return datasets.Dataset.from_dict({
+        'img': [Image.new('RGB', (4, 4), (10 * i, 1, 2)) for i in range(n)],
+        'photo': [Image.new('RGB', (4, 4), (255, 255, 255)) for _ in range(n)],
+        'fine': [i % 3 for i in range(n)], 'coarse': [i % 2 for i in range(n)]}, features=features)
+
+
+def test_class_map_reorders_and_limits_folder_classes_like_timm(tmp_path):
+    import timm.data
+    root = _classes_folder(tmp_path / 'data')
+    (tmp_path / 'map.txt').write_text('emu\ncat\n')  # timm: line number = class index; dog is left out
+    ds = create_dataset('', root=str(root), split='train', class_map=str(tmp_path / 'map.txt'))
+    assert get_class_names(ds) == ['emu', 'cat'] and get_num_classes(ds) == 2
+    assert sorted(get_image_ids(ds)) == ['cat/0', 'cat/1', 'emu/0', 'emu/1']
+    for i in range(len(ds)):
+        img, target = ds[i]
+        assert target == {80: 0, 0: 1}[np.asarray(img)[0, 0, 0] // 40 * 40]  # emu (red 80+k) -> 0, cat -> 1
+    ref = timm.data.create_dataset('', root=str(root), split='train', class_map=str(tmp_path / 'map.txt'))
+    assert [t for _, t in ds.reader.samples] == [t for _, t in ref.reader.samples]
+    # timm also finds a relative class map file under the split folder
+    (root / 'validation' / 'm.txt').write_text('dog\n')
+    val = create_dataset('', root=str(root), split='validation', class_map='m.txt')
+    assert get_class_names(val) == ['dog'] and len(val) == 2
+
+
+def test_class_map_errors_are_one_line(tmp_path):
+    root = _classes_folder(tmp_path / 'data')
+    with pytest.raises(UserError, match=r'^--class-map nope.txt: no such file$'):
+        create_dataset('', root=str(root), split='train', class_map='nope.txt')
+    (tmp_path / 'map.json').write_text('{}')
+    with pytest.raises(UserError, match=r'^--class-map .*map.json: expected a .txt file'):
+        create_dataset('', root=str(root), split='train', class_map=str(tmp_path / 'map.json'))
+
+
+def test_input_img_mode_L_gives_one_channel_images(tmp_path):
+    datasets = pytest.importorskip('datasets')
+    root = _classes_folder(tmp_path / 'data')
+    assert create_dataset('', root=str(root), split='train', input_img_mode='L')[0][0].mode == 'L'
+    assert create_dataset('', root=str(root), split='train', in_chans=1)[0][0].mode == 'L'  # timm's default rule
+    assert create_dataset('', root=str(root), split='train')[0][0].mode == 'RGB'
+    datasets.DatasetDict(train=_hf_table(datasets)).save_to_disk(str(tmp_path / 'dd'))
+    img, _ = create_dataset(f'hfds/{tmp_path / "dd"}', split='train', input_key='img', target_key='fine',
+                            input_img_mode='L')[3]
+    assert img.mode == 'L' and np.asarray(img).shape == (4, 4)
+
+
+def test_input_and_target_keys_pick_columns_of_a_saved_dataset(tmp_path):
+    datasets = pytest.importorskip('datasets')
+    table = _hf_table(datasets)
+    datasets.DatasetDict(train=table, validation=table.select([0, 1])).save_to_disk(str(tmp_path / 'dd'))
+    name = f'hfds/{tmp_path / "dd"}'
+    ds = create_dataset(name, split='train', input_key='img', target_key='coarse')
+    assert len(ds) == 6 and get_class_names(ds) == ['x', 'y']
+    for i in (0, 3, 5):
+        img, target = ds[i]
+        assert np.asarray(img)[0, 0].tolist() == [10 * i, 1, 2] and target == i % 2
+    ds = create_dataset(name, split='validation', input_key='img', target_key='fine')
+    assert len(ds) == 2 and get_class_names(ds) == ['a', 'b', 'c'] and ds[1][1] == 1
+    assert np.asarray(create_dataset(name, split='train', input_key='photo', target_key='fine')[2][0])[0, 0, 0] == 255
+    with pytest.raises(UserError, match=r'^--input-key image: no such column in --dataset hfds/.*\(columns: img, '):
+        create_dataset(name, split='train')  # timm's defaults are image / label
+    with pytest.raises(UserError, match=r'^--target-key label: no such column'):
+        create_dataset(name, split='train', input_key='img')
+    # a class map reorders and limits the classes: rows of a left-out class are dropped (as a folder's images)
+    (tmp_path / 'map.txt').write_text('c\na\n')
+    ds = create_dataset(name, split='train', input_key='img', target_key='fine', class_map=str(tmp_path / 'map.txt'))
+    assert get_class_names(ds) == ['c', 'a'] and len(ds) == 4
+    assert [(np.asarray(ds[i][0])[0, 0, 0] // 10, ds[i][1]) for i in range(4)] == [(0, 1), (2, 0), (3, 1), (5, 0)]
+
+
+def test_local_hf_dataset_forms(tmp_path):
+    """hfds/imagefolder --data-dir DIR (data_dir=DIR), a save_to_disk folder, a local Parquet folder."""
+    datasets = pytest.importorskip('datasets')
+    root = _classes_folder(tmp_path / 'images', classes=('cat', 'dog'))
+    ds = create_dataset('hfds/imagefolder', root=str(root), split='validation')
+    assert len(ds) == 4 and get_class_names(ds) == ['cat', 'dog']
+    assert sorted(ds[i][1] for i in range(4)) == [0, 0, 1, 1]
+    assert sorted(np.asarray(ds[i][0])[0, 0, 0] for i in range(4) if ds[i][1] == 1) == [40, 41]
+    table = _hf_table(datasets)
+    parquet = tmp_path / 'pq'
+    (parquet / 'data').mkdir(parents=True)
+    table.to_parquet(str(parquet / 'data' / 'train-00000-of-00001.parquet'))
+    table.select([4]).to_parquet(str(parquet / 'data' / 'validation-00000-of-00001.parquet'))
+    for ds in (create_dataset(f'hfds/{parquet}', split='validation', input_key='img', target_key='fine',
+                              root=str(tmp_path / 'cache')),
+               create_dataset('hfds/parquet', root=str(parquet / 'data'), split='validation', input_key='img',
+                              target_key='fine')):
+        assert len(ds) == 1 and ds[0][1] == 1 and np.asarray(ds[0][0])[0, 0, 0] == 40
+
+
+def test_local_hf_dataset_errors_are_one_line(tmp_path):
+    datasets = pytest.importorskip('datasets')
+    with pytest.raises(UserError, match=r"^--dataset hfds/imagefolder needs --data-dir DIR, the folder of its files"):
+        create_dataset('hfds/imagefolder', split='train')
+    with pytest.raises(UserError, match=r'^--data-dir .*nope: no such directory$'):
+        create_dataset('hfds/imagefolder', root=str(tmp_path / 'nope'), split='train')
+    with pytest.raises(UserError, match=r'^--dataset hfds/.*missing: no such folder$'):
+        create_dataset(f'hfds/{tmp_path / "missing"}', split='train')
+    _hf_table(datasets).save_to_disk(str(tmp_path / 'one'))
+    with pytest.raises(UserError, match=r'a single Dataset written by save_to_disk .* save a DatasetDict'):
+        create_dataset(f'hfds/{tmp_path / "one"}', split='train', input_key='img', target_key='fine')
+    datasets.DatasetDict(train=_hf_table(datasets)).save_to_disk(str(tmp_path / 'dd'))
+    with pytest.raises(UserError, match=r"^--dataset hfds/.*dd: no split 'validation' \(splits: train\); name"):
+        create_dataset(f'hfds/{tmp_path / "dd"}', split='validation', input_key='img', target_key='fine')
+    root = _classes_folder(tmp_path / 'images', classes=('cat',))
+    with pytest.raises(UserError, match=r"^--dataset hfds/imagefolder: no split 'test' .*--val-split$"):
+        create_dataset('hfds/imagefolder', root=str(root), split='test')
+    with pytest.raises(UserError, match=r'^--dataset-trust-remote-code: datasets .* has no loading scripts'):
+        create_dataset('hfds/imagefolder', root=str(root), split='train', trust_remote_code=True)
+
+
+@pytest.mark.parametrize('name,options,message', [
+    ('digits-grid', dict(class_map='m.txt'), '--class-map does not apply to the built-in digits-grid data'),
+    ('digits-grid', dict(input_img_mode='L'), '--input-img-mode does not apply to the built-in digits-grid'),
+    ('digits-grid', dict(download=True), '--dataset-download does not apply to the built-in digits-grid'),
+    ('', dict(target_key='label'), '--target-key does not apply to an image folder; it applies to hfds/'),
+    ('', dict(trust_remote_code=True), '--dataset-trust-remote-code does not apply to an image folder'),
+    ('torch/cifar10', dict(input_key='img'), "--input-key does not apply to torchvision's torch/cifar10"),
+    ('torch/cifar10', dict(class_map='m.txt'), "--class-map does not apply to torchvision's torch/cifar10"),
+    ('hfds/org/x', dict(download=True), '--dataset-download does not apply to hfds/org/x; it applies to torch/'),
+])
+def test_dataset_options_that_mean_nothing_are_refused(tmp_path, name, options, message):
+    with pytest.raises(UserError, match='^' + message.replace('(', r'\(')):
+        create_dataset(name, root=str(tmp_path), split='train', num_samples=4, **options)
