@@ -397,3 +397,28 @@ def test_export_label_names_of_the_wrong_length_still_refused(tmp_path):
     run = _run_folder(tmp_path / 'run', _model(3))
     with pytest.raises(UserError, match='label_names has 2 names for 5 classes'):
         export_checkpoint(run / 'model_best.pth.tar', tmp_path / 'hf', label_names=['a', 'b'])
+
+
+# ------------------------------------------------------------------------------------------------
+# train.py --push-to-hub, end to end
+
+
+@pytest.mark.slow
+def test_train_py_pushes_its_model_folder(hub, tmp_path):
+    out = tmp_path / 'out'
+    tiny = ['--model', 'test_resnet', '--train-num-samples', '64', '--val-num-samples', '32', '-b', '32',
+            '--workers', '0', '--seed', '3', '--epochs', '1']
+    proc = subprocess.run([sys.executable, 'train.py', '--dataset', 'digits-grid', *tiny, '--output', str(out),
+                           '--push-to-hub', 'acme/digits', '--hub-private'], cwd=ROOT,
+                          env=_hub_env(hub, tmp_path / 'hf_home'), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    repo = hub.repos[('model', 'acme/digits')]
+    assert repo.private
+    files = hub.files('acme/digits')
+    assert {'model.safetensors', 'config.json', 'README.md', 'summary.json'} <= set(files)
+    assert not [p for p in files if p.endswith('.pth.tar')]  # checkpoints stay local
+    for name in files:
+        if name != '.gitattributes':
+            assert files[name] == (out / name).read_bytes(), name
+    config = json.loads(files['config.json'])
+    assert config['label_names'] == [str(d) for d in range(10)] and config['num_classes'] == 10
