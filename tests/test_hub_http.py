@@ -86,8 +86,10 @@ def _hub_env(hub, home, token=OWNER):
     return env
 
 
-def _run_client(script, hub, tmp, token=OWNER, timeout=240):
-    proc = subprocess.run([sys.executable, '-c', _PRELUDE + textwrap.dedent(script), str(tmp)], cwd=ROOT,
+def _run_client(script, hub, tmp, token=OWNER, timeout=300):
+    """Run ``script`` after ``_PRELUDE`` in a fresh interpreter pointed at ``hub``; returns its ``results``."""
+    code = _PRELUDE + textwrap.dedent(script) + "(tmp / 'results.json').write_text(json.dumps(results))\n"
+    proc = subprocess.run([sys.executable, '-c', code, str(tmp), OWNER, OTHER], cwd=ROOT,
                           env=_hub_env(hub, tmp / 'hf_home', token), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f'client failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-5000:]}'
     results = json.loads((tmp / 'results.json').read_text())
@@ -99,6 +101,7 @@ _PRELUDE = textwrap.dedent('''
     import contextlib, io, json, os, sys
     from pathlib import Path
     tmp = Path(sys.argv[1])
+    OWNER, OTHER = sys.argv[2:4]
     results = {'cpu': {}}
 
     def mark(phase):
@@ -142,7 +145,7 @@ _MODEL_CLIENT = '''
     from timm_multilabel.hub import push_model_folder
 
     # export the run folder (label names from the config.json train.py wrote there) and push it
-    mark('imports')
+    mark('model imports')
     results['export'] = cli_main('export', tmp / 'run', tmp / 'hf', '--push-to-hub', 'acme/tiny-mile')
     # train.py --push-to-hub pushes its --output folder, which also holds checkpoints
     results['push_run'] = push_model_folder(tmp / 'run', 'acme/run-private', private=True)
@@ -160,22 +163,32 @@ _MODEL_CLIENT = '''
                          'mean': cfg['mean'], 'std': cfg['std'], 'input_size': cfg['input_size']}
     mark('timm reads')
     # our one-line errors: a token of another user, an unknown token
-    os.environ['HF_TOKEN'] = sys.argv[2]
+    os.environ['HF_TOKEN'] = OTHER
     results['other_user'] = error_of(lambda: push_model_folder(tmp / 'hf', 'acme/tiny-mile'))
     os.environ['HF_TOKEN'] = 'hf_not_a_token'
     results['bad_token'] = cli_main('export', tmp / 'run', tmp / 'hf2', '--push-to-hub', 'acme/new')
-    mark('errors')
-    (tmp / 'results.json').write_text(json.dumps(results))
+    os.environ['HF_TOKEN'] = OWNER
+    mark('model errors')
 '''
 
 
 @pytest.fixture(scope='module')
-def model_round_trip(hub, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('model_http')
+def round_trip(hub, tmp_path_factory):
+    """One client process (one interpreter start) for every round trip: its inputs, its results."""
+    tmp = tmp_path_factory.mktemp('http')
     model = _model()
     _run_folder(tmp / 'run', model)
-    script = _MODEL_CLIENT.replace("sys.argv[2]", repr(OTHER))
-    results = _run_client(script, hub, tmp)
+    v1, v2 = _maps(6, seed=1), _maps(3, seed=2)
+    write_maps_folder(tmp / 'maps_v1', v1[0], [v1[1:]], MAP_INFO, shard_size=4)  # two shards
+    write_maps_folder(tmp / 'maps_v2', v2[0], [v2[1:]], MAP_INFO, shard_size=4)  # one shard
+    (tmp / 'ids.json').write_text(json.dumps({'v1': v1[0], 'v2': v2[0]}))
+    results = _run_client(_MODEL_CLIENT + _MAPS_CLIENT, hub, tmp)
+    return tmp, model, v1, v2, results
+
+
+@pytest.fixture(scope='module')
+def model_round_trip(round_trip):
+    tmp, model, _, _, results = round_trip
     return tmp, model, results
 
 
@@ -243,7 +256,7 @@ _MAPS_CLIENT = '''
     from safetensors.torch import save_file
     from timm_multilabel.relabel.store import load_label_maps
 
-    mark('imports')
+    mark('maps imports')
     results['v1'] = cli_main('push-maps', tmp / 'maps_v1', 'acme/maps')
     results['v2'] = cli_main('push-maps', tmp / 'maps_v2', 'acme/maps')
     v1_commit = results['v1'][1].strip().rsplit('/', 1)[-1]
@@ -269,25 +282,20 @@ _MAPS_CLIENT = '''
     mark('datasets x3')
     # (others first: once the owner has it in the cache, huggingface_hub serves it from there)
     results['private'] = cli_main('push-maps', tmp / 'maps_v1', 'acme/private-maps', '--private')
-    results['private_other'] = error_of(lambda: load_label_maps('acme/private-maps', token=sys.argv[2]))
+    results['private_other'] = error_of(lambda: load_label_maps('acme/private-maps', token=OTHER))
     results['private_anonymous'] = error_of(lambda: load_label_maps('acme/private-maps', token=False))
     results['private_owner'] = error_of(lambda: load_label_maps('acme/private-maps', progress=False))
     results['bad_revision'] = error_of(lambda: load_label_maps('acme/maps', revision='v9'))
     os.environ['HF_TOKEN'] = 'hf_not_a_token'
-    results['bad_token'] = cli_main('push-maps', tmp / 'maps_v1', 'acme/maps-2')
-    mark('errors')
-    (tmp / 'results.json').write_text(json.dumps(results))
+    results['maps_bad_token'] = cli_main('push-maps', tmp / 'maps_v1', 'acme/maps-2')
+    os.environ['HF_TOKEN'] = OWNER
+    mark('maps errors')
 '''
 
 
 @pytest.fixture(scope='module')
-def maps_round_trip(hub, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('maps_http')
-    v1, v2 = _maps(6, seed=1), _maps(3, seed=2)
-    write_maps_folder(tmp / 'maps_v1', v1[0], [v1[1:]], MAP_INFO, shard_size=4)  # two shards
-    write_maps_folder(tmp / 'maps_v2', v2[0], [v2[1:]], MAP_INFO, shard_size=4)  # one shard
-    (tmp / 'ids.json').write_text(json.dumps({'v1': v1[0], 'v2': v2[0]}))
-    results = _run_client(_MAPS_CLIENT.replace('sys.argv[2]', repr(OTHER)), hub, tmp)
+def maps_round_trip(round_trip):
+    tmp, _, v1, v2, results = round_trip
     return tmp, v1, v2, results
 
 
@@ -328,7 +336,7 @@ def test_private_maps_and_bad_revisions_give_one_line_errors(maps_round_trip, hu
         assert msg is not None and not msg.startswith('NOT A UserError') and '\n' not in msg, (key, msg)
     assert 'acme/private-maps' in results['private_other'] and 'RepositoryNotFoundError' in results['private_other']
     assert 'RevisionNotFoundError' in results['bad_revision']
-    rc, _, err = results['bad_token']
+    rc, _, err = results['maps_bad_token']
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith(f'timm-multilabel push-maps: error: cannot push {tmp / "maps_v1"} to the Hub dataset '
                           f'acme/maps-2')
