@@ -71,6 +71,7 @@ def test_single_process_warning_only_when_accelerate_started_one_of_several():
     assert single_process_warning(1, {}) is None  # python train.py
 
 
+@pytest.mark.slow
 def test_tensorboard_scalars_equal_summary_csv(tmp_path):
     """A 2-epoch run with --log-with tensorboard: each epoch's row of summary.csv is in the event files
     at step = epoch (read back with TensorBoard's EventAccumulator)."""
