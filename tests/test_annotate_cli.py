@@ -137,6 +137,39 @@ def test_resume_after_interruption_annotates_each_image_once(image_dir, weights,
     assert torch.equal(gc, wc) and torch.allclose(gs, ws, rtol=2e-3, atol=1e-4)
 
 
+def test_resume_of_a_run_started_in_the_flat_layout_continues_in_it(image_dir, weights, tmp_path, capsys):
+    """A folder an older timm-multilabel started (flat shards, a run plan without 'layout') is finished
+    in the flat layout, so it keeps one layout; flat shards under a plan that says otherwise are refused."""
+    import json
+    import pyarrow.parquet as pq
+    from timm_multilabel.relabel.writer import LAYOUT_FLAT, RUN_FILE, read_map_info, write_shard
+    ref, out = tmp_path / 'ref', tmp_path / 'maps'
+    assert main(_args(image_dir, weights, ref)) == 0
+    want = _store(ref, tmp_path)
+    assert want.layout == 2
+    # what the old writer left after an interruption: shard 0 flat, the plan without 'layout'
+    (out / 'data').mkdir(parents=True)
+    s0, c0 = want.get_batch(IDS[:3])
+    write_shard(str(out), 0, 3, IDS[:3], s0, c0, 'float16', 1000, LAYOUT_FLAT)
+    plan = read_run_plan(str(ref))
+    plan.pop('layout')
+    (out / RUN_FILE).write_text(json.dumps(plan))
+    assert main(_args(image_dir, weights, out, '--resume')) == 0
+    assert all(str(pq.read_schema(p).field('scores').type) == 'list<element: halffloat>' for p in list_shards(str(out)))
+    assert read_map_info(str(out))['layout_version'] == LAYOUT_FLAT and read_run_plan(str(out))['layout'] == 1
+    got = _store(out, tmp_path)
+    gs, gc = got.get_batch(IDS)
+    ws, wc = want.get_batch(IDS)
+    assert got.layout == LAYOUT_FLAT and torch.equal(gc, wc) and torch.equal(gs, ws)
+    # a plan that says layout 2 over flat shards (edited by hand): refused in one line
+    plan['layout'] = 2
+    (out / RUN_FILE).write_text(json.dumps(plan))
+    capsys.readouterr()
+    assert main(_args(image_dir, weights, out, '--resume')) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if 'error:' in ln]
+    assert len(err) == 1 and 'are in flat [K*H*W] lists (layout 1), its run plan says fixed-shape' in err[0]
+
+
 def test_bad_inputs_are_one_line_errors(image_dir, weights, tmp_path, capsys):
     assert main(_args(image_dir, weights, tmp_path / 'o1', '--model', 'no_such_model')) == 2
     assert "unknown timm model 'no_such_model'" in capsys.readouterr().err

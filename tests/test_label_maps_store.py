@@ -1,6 +1,8 @@
-"""Label-map datasets: encoding, Parquet shards + card, memory-mapped random access."""
+"""Label-map datasets: encoding, Parquet shards + card, memory-mapped random access, both shard layouts."""
 import os
 import pickle
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -10,8 +12,10 @@ from timm_multilabel.errors import UserError
 from timm_multilabel.relabel.maps import class_id_dtype, encode_maps
 from timm_multilabel.relabel.store import LabelMapStore, load_label_maps
 from timm_multilabel.relabel.writer import (
-    list_shards, push_maps, read_map_info, write_dataset_card, write_shard,
+    LAYOUT_FIXED, LAYOUT_FLAT, list_shards, push_maps, read_map_info, write_dataset_card, write_shard,
 )
+
+DATA = os.path.join(os.path.dirname(__file__), 'data')
 
 K, H, W = 3, 4, 5
 
@@ -24,12 +28,13 @@ def _maps(n, num_classes=1000, seed=0, scale=8.0):
     return scores, classes
 
 
-def _write(folder, ids, scores, classes, dtype='float16', num_classes=1000, shard_size=4, names=None):
+def _write(folder, ids, scores, classes, dtype='float16', num_classes=1000, shard_size=4, names=None,
+           layout=LAYOUT_FIXED):
     n = len(ids)
     num_shards = -(-n // shard_size)
     for s in range(num_shards):
         sl = slice(s * shard_size, (s + 1) * shard_size)
-        write_shard(str(folder), s, num_shards, ids[sl], scores[sl], classes[sl], dtype, num_classes)
+        write_shard(str(folder), s, num_shards, ids[sl], scores[sl], classes[sl], dtype, num_classes, layout)
     write_dataset_card(str(folder), dict(
         annotator='test_resnet', weights='unit test', input_size=128, map_size=(H, W), topk=K, dtype=dtype,
         num_classes=num_classes, class_names=names))
@@ -41,13 +46,15 @@ def cache(tmp_path):
     return str(tmp_path / 'hf_cache')
 
 
-@pytest.mark.parametrize('dtype', ['float32', 'float16', 'uint8'])
-def test_round_trip(tmp_path, cache, dtype):
+@pytest.mark.parametrize('dtype, layout', [('float32', LAYOUT_FIXED), ('float16', LAYOUT_FIXED),
+                                           ('uint8', LAYOUT_FIXED), ('float16', LAYOUT_FLAT), ('uint8', LAYOUT_FLAT)])
+def test_round_trip(tmp_path, cache, dtype, layout):
     scores, classes = _maps(10)
     ids = [f'n{i % 3:08d}/img_{i:03d}' for i in range(10)]
-    folder = _write(tmp_path / 'maps', ids, scores, classes, dtype)
+    folder = _write(tmp_path / 'maps', ids, scores, classes, dtype, layout=layout)
     store = load_label_maps(folder, cache_dir=cache)
     assert isinstance(store, LabelMapStore)
+    assert store.layout == layout == read_map_info(folder)['layout_version']
     assert len(store) == 10 and store.topk == K and store.map_size == (H, W) and store.num_classes == 1000
     assert store.dtype == dtype and store.info['annotator'] == 'test_resnet'
     assert store.image_ids == sorted(ids)
@@ -84,8 +91,10 @@ def test_class_id_dtype_and_columns(tmp_path, cache):
         scores, classes = _maps(3, num_classes=num_classes)
         folder = _write(tmp_path / str(num_classes), ['a', 'b', 'c'], scores, classes, 'uint8', num_classes)
         schema = pq.read_schema(list_shards(folder)[0])
-        assert str(schema.field('classes').type.value_type) == arrow
-        assert str(schema.field('scores').type.value_type) == 'uint8'
+        # [K, H, W] fixed-size lists of the class-id dtype
+        assert str(schema.field('classes').type) == \
+            f'fixed_size_list<element: fixed_size_list<element: fixed_size_list<element: {arrow}>[{W}]>[{H}]>[{K}]'
+        assert str(schema.field('scores').type.value_type.value_type.value_type) == 'uint8'
         assert {'offset', 'scale'} <= set(schema.names)
         assert torch.equal(load_label_maps(folder, cache_dir=cache)['b'][1], classes[1])
 
@@ -101,8 +110,8 @@ def test_load_dataset_reads_the_folder(tmp_path, cache):
     ds = datasets.load_dataset(folder, split='train', cache_dir=cache)
     assert ds.num_rows == 9 and ds['image_id'] == ids
     row = ds[4]
-    assert torch.equal(torch.tensor(row['scores']).reshape(K, H, W), scores[4])
-    assert torch.equal(torch.tensor(row['classes']).reshape(K, H, W), classes[4])
+    assert torch.equal(torch.tensor(row['scores']), scores[4])  # nested lists [K][H][W], no reshape
+    assert torch.equal(torch.tensor(row['classes']), classes[4])
     info = read_map_info(folder)
     assert info['num_images'] == 9 and info['topk'] == K and info['map_size'] == (H, W)
     assert info['class_names'] == names and info['dtype'] == 'float32'
@@ -256,3 +265,83 @@ def test_push_uploads_card_and_shards_only(tmp_path, monkeypatch):
                      ('upload', 'org/maps', 'dataset', ['README.md', 'data/train-*.parquet'])]
     assert 'load_label_maps("org/maps")' in open(os.path.join(folder, 'README.md')).read()
     assert read_map_info(folder)['repo_id'] == 'org/maps'
+
+
+# -- layouts ---------------------------------------------------------------------------------
+
+def _oriented(n=3, num_classes=300, shape=(K, H, W)):
+    """Maps whose every cell differs: top/bottom (0.5 per row y) and left/right (0.25 per column x)
+    (the formula tests/data/label_maps_flat_v1.md wrote the fixtures with)."""
+    k_, h_, w_ = shape
+    k, y, x, i = (torch.arange(d).view(*s) for d, s in ((k_, (1, k_, 1, 1)), (h_, (1, 1, h_, 1)),
+                                                        (w_, (1, 1, 1, w_)), (n, (n, 1, 1, 1))))
+    scores = (4.0 + i + 0.5 * y + 0.25 * x - 3.0 * k).float()  # multiples of 1/4: exact in float16
+    classes = (i + 5 * k + 3 * y + x) % num_classes
+    return scores, classes
+
+
+@pytest.mark.parametrize('streaming', [False, True])
+def test_datasets_gives_k_h_w_tensors(tmp_path, cache, streaming):
+    """A plain datasets user gets [K, H, W] tensors, row 0 = top, column 0 = left, as the maps given."""
+    import datasets
+    scores, classes = _oriented()
+    folder = _write(tmp_path / 'maps', ['a', 'b', 'c'], scores, classes, 'float16', num_classes=300, shard_size=2)
+    ds = datasets.load_dataset(folder, split='train', cache_dir=cache, streaming=streaming).with_format('torch')
+    rows = list(ds)
+    assert [r['image_id'] for r in rows] == ['a', 'b', 'c']
+    for i, r in enumerate(rows):
+        assert r['scores'].shape == r['classes'].shape == (K, H, W)
+        assert torch.equal(r['scores'], scores[i]) and torch.equal(r['classes'], classes[i])
+    top_left, top_right, bottom_left = rows[1]['scores'][0, 0, 0], rows[1]['scores'][0, 0, -1], rows[1]['scores'][0, -1, 0]
+    assert (float(top_left), float(top_right), float(bottom_left)) == (5.0, 6.0, 6.5)
+    if not streaming:
+        batch = ds[0:3]
+        assert batch['scores'].shape == (3, K, H, W) and torch.equal(batch['classes'], classes)
+    card = open(os.path.join(folder, 'README.md')).read()
+    assert 'layout_version: 2' in card and 'with_format("torch")' in card and 'reshape' not in card
+
+
+@pytest.mark.parametrize('dtype, num_classes', [('float16', 10), ('uint8', 300)])
+def test_flat_folders_already_published_still_read(tmp_path, cache, dtype, num_classes):
+    """tests/data holds folders written by the flat-layout writer (before layout 2): same maps back."""
+    folder = str(tmp_path / 'flat')
+    shutil.copytree(os.path.join(DATA, f'label_maps_flat_v1_{dtype}'), folder)
+    scores, classes = _oriented(5, num_classes, shape=(2, 3, 4))
+    store = load_label_maps(folder, cache_dir=cache)
+    assert store.layout == LAYOUT_FLAT and 'layout_version' not in open(os.path.join(folder, 'README.md')).read()
+    assert (store.topk, store.map_size) == (2, (3, 4)) and store.image_ids == [f'img_{i}' for i in range(5)]
+    s, c = store.get_batch(store.image_ids)
+    assert torch.equal(c, classes)
+    if dtype == 'float16':
+        assert torch.equal(s, scores)
+    else:  # uint8: within half a quantization step of each map
+        step = (scores.amax((1, 2, 3)) - scores.amin((1, 2, 3))) / 255
+        assert ((s - scores).abs() <= step.view(-1, 1, 1, 1) / 2 + 1e-6).all()
+    assert torch.equal(store['img_2'][1], classes[2])
+    # the card rewritten for a push keeps the flat layout and its features
+    push_card = write_dataset_card(folder, {**read_map_info(folder), 'repo_id': 'org/old'})
+    text = open(push_card).read()
+    assert 'layout_version: 1' in text and 'reshape(2, 3, 4)' in text
+    assert load_label_maps(folder, cache_dir=cache).get_batch(['img_4'])[1].equal(classes[4:])
+
+
+def test_two_layouts_in_one_folder_are_refused(tmp_path, cache):
+    scores, classes = _oriented(4)
+    folder = str(tmp_path / 'mixed')
+    write_shard(folder, 0, 2, ['a', 'b'], scores[:2], classes[:2], 'float16', 300, LAYOUT_FLAT)
+    write_shard(folder, 1, 2, ['c', 'd'], scores[2:], classes[2:], 'float16', 300, LAYOUT_FIXED)
+    with pytest.raises(UserError) as e:
+        write_dataset_card(folder, dict(annotator='m', input_size=32, map_size=(H, W), topk=K, dtype='float16',
+                                        num_classes=300))
+    want = (r'shards in two layouts, train-00000-of-00002\.parquet in flat \[K\*H\*W\] lists \(layout 1\) and '
+            r'train-00001-of-00002\.parquet in fixed-shape \[K, H, W\] arrays \(layout 2\)')
+    assert re.search(want, str(e.value)) and '\n' not in str(e.value)
+    # a card written before the second shard was added: the store and the pre-flight refuse the same way
+    os.rename(list_shards(folder)[1], str(tmp_path / 'second.parquet'))
+    write_dataset_card(folder, dict(annotator='m', input_size=32, map_size=(H, W), topk=K, dtype='float16',
+                                    num_classes=300))
+    os.rename(str(tmp_path / 'second.parquet'), os.path.join(folder, 'data', 'train-00001-of-00002.parquet'))
+    for fn in (lambda: load_label_maps(folder, cache_dir=cache), lambda: LabelMapStore(folder, cache_dir=cache)):
+        with pytest.raises(UserError) as e:
+            fn()
+        assert re.search(want, str(e.value)) and '\n' not in str(e.value)

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -15,7 +16,7 @@ from timm_multilabel.relabel import verify as verify_mod
 from timm_multilabel.relabel.store import load_label_maps
 from timm_multilabel.relabel.verify import verify_label_maps, verified_cache_paths
 from timm_multilabel.relabel.writer import (
-    VERIFIED_FILE, list_shards, map_schema, shard_name, write_dataset_card, write_maps_folder, write_table_atomic,
+    LAYOUT_FIXED, LAYOUT_FLAT, VERIFIED_FILE, list_shards, map_schema, shard_name, write_dataset_card, write_maps_folder, write_table_atomic,
 )
 
 K, H, W = 2, 3, 3
@@ -38,12 +39,28 @@ def _rows(n, seed=0, num_classes=10):
     return scores.reshape(n, NUMEL), np.ascontiguousarray(classes).reshape(n, NUMEL)
 
 
-def _shard(folder, index, num_shards, ids, scores, classes, dtype='float16', num_classes=10, offset=None, scale=None):
+def _fixed_column(rows, value_type, shape=(K, H, W)):
+    """[K, H, W] fixed-size lists of flat rows (None: a null row)."""
+    numel = int(np.prod(shape))
+    values = np.concatenate([np.zeros(numel) if r is None else np.asarray(r) for r in rows] or [np.zeros(0)])
+    arr = pa.array(values.astype(value_type.to_pandas_dtype()), value_type)
+    for i, d in enumerate(reversed(shape)):
+        mask = pa.array([r is None for r in rows]) if i == len(shape) - 1 else None
+        arr = pa.FixedSizeListArray.from_arrays(arr, d, mask=mask)
+    return arr
+
+
+def _shard(folder, index, num_shards, ids, scores, classes, dtype='float16', num_classes=10, offset=None, scale=None,
+           layout=LAYOUT_FLAT, shape=(K, H, W)):
     """A shard written as given, bypassing the writer's checks (rows: lists or 2-D arrays)."""
-    schema = map_schema(dtype, num_classes)
-    cols = [pa.array(ids, pa.string()),
-            pa.array([None if r is None else np.asarray(r) for r in scores], schema.field('scores').type),
-            pa.array([None if r is None else np.asarray(r) for r in classes], schema.field('classes').type)]
+    schema = map_schema(dtype, num_classes, layout, shape)
+    if layout == LAYOUT_FLAT:
+        maps = [pa.array([None if r is None else np.asarray(r) for r in scores], schema.field('scores').type),
+                pa.array([None if r is None else np.asarray(r) for r in classes], schema.field('classes').type)]
+    else:
+        maps = [_fixed_column(scores, pa.from_numpy_dtype(np.dtype(dtype)), shape),
+                _fixed_column(classes, schema.field('classes').type.value_type.value_type.value_type, shape)]
+    cols = [pa.array(ids, pa.string())] + maps
     if dtype == 'uint8':
         n = len(ids)
         cols += [pa.array(np.zeros(n, np.float32) if offset is None else offset, pa.float32()),
@@ -53,13 +70,18 @@ def _shard(folder, index, num_shards, ids, scores, classes, dtype='float16', num
     return path
 
 
-def _card(folder, dtype='float16', num_classes=10, **extra):
-    write_dataset_card(str(folder), dict(annotator='test', input_size=32, map_size=(H, W), topk=K, dtype=dtype,
+def _card(folder, dtype='float16', num_classes=10, map_size=(H, W), **extra):
+    if map_size is None:  # the shards' own shape
+        t = pq.read_schema(list_shards(str(folder))[0]).field('scores').type.value_type
+        map_size = (t.list_size, t.value_type.list_size)
+    write_dataset_card(str(folder), dict(annotator='test', input_size=32, map_size=map_size, topk=K, dtype=dtype,
                                          num_classes=num_classes, **extra))
 
 
-def _folder(tmp_path, name='maps', n=6, dtype='float16', num_classes=10, edit=None, shards=2, **kw):
-    """A folder of ``n`` maps in ``shards`` shards; ``edit(scores, classes, ids)`` changes rows before writing."""
+def _folder(tmp_path, name='maps', n=6, dtype='float16', num_classes=10, edit=None, shards=2, layout=LAYOUT_FLAT,
+            **kw):
+    """A folder of ``n`` maps in ``shards`` shards in ``layout``; ``edit(scores, classes, ids)`` changes
+    rows before writing."""
     folder = tmp_path / name
     scores, classes = _rows(n, num_classes=num_classes)
     scores = scores.astype(np.uint8 if dtype == 'uint8' else dtype) if dtype != 'uint8' else \
@@ -73,7 +95,7 @@ def _folder(tmp_path, name='maps', n=6, dtype='float16', num_classes=10, edit=No
     for s in range(shards):
         sl = slice(s * per, (s + 1) * per)
         _shard(folder, s, shards, ids[sl], scores[sl], classes[sl], dtype, num_classes,
-               **{k: v[sl] for k, v in kw.items()})
+               layout=layout, **{k: v[sl] for k, v in kw.items()})
     _card(folder, dtype, num_classes)
     return folder
 
@@ -106,9 +128,11 @@ def _refused(folder, match, num_classes=None):
 
 # -- good maps --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('dtype', ['float16', 'float32', 'uint8'])
-def test_good_maps_pass_and_are_remembered(tmp_path, dtype):
-    folder = _folder(tmp_path, dtype=dtype)
+@pytest.mark.parametrize('dtype,layout', [('float16', LAYOUT_FLAT), ('float32', LAYOUT_FLAT), ('uint8', LAYOUT_FLAT),
+                                          ('float16', LAYOUT_FIXED), ('uint8', LAYOUT_FIXED)])
+def test_good_maps_pass_and_are_remembered(tmp_path, dtype, layout):
+    folder = _folder(tmp_path, dtype=dtype, layout=layout)
+    assert f'layout_version: {layout}' in (folder / 'README.md').read_text()
     out = verify_label_maps(str(folder), num_classes=10, progress=False)
     assert out == {'num_images': 6, 'num_shards': 2, 'cached': False}
     assert verify_label_maps(str(folder), num_classes=10, progress=False)['cached']
@@ -136,10 +160,11 @@ def _set(col, row, index, value):
     return edit
 
 
-@pytest.mark.parametrize('dtype,value', [('float16', np.nan), ('float16', np.inf), ('float32', -np.inf),
-                                         ('float32', np.nan)])
-def test_nan_or_inf_scores(tmp_path, dtype, value):
-    folder = _folder(tmp_path, dtype=dtype, edit=_set('scores', 4, 7, value))
+@pytest.mark.parametrize('dtype,value,layout', [('float16', np.nan, LAYOUT_FLAT), ('float16', np.inf, LAYOUT_FLAT),
+                                                ('float32', -np.inf, LAYOUT_FLAT), ('float32', np.nan, LAYOUT_FLAT),
+                                                ('float16', np.inf, LAYOUT_FIXED)])
+def test_nan_or_inf_scores(tmp_path, dtype, value, layout):
+    folder = _folder(tmp_path, dtype=dtype, edit=_set('scores', 4, 7, value), layout=layout)
     _refused(folder, r"train-00001-of-00002\.parquet: image 'img/004' \(row 1\) has NaN or inf scores")
 
 
@@ -153,8 +178,9 @@ def test_uint8_offset_and_scale(tmp_path, offset, scale, what):
     _refused(folder, rf"train-00000-of-00002\.parquet: image 'img/002' .*{what}")
 
 
-def test_class_ids_outside_the_cards_classes(tmp_path):
-    folder = _folder(tmp_path, edit=_set('classes', 3, 5, 200))  # uint8 storage, 10 classes
+@pytest.mark.parametrize('layout', [LAYOUT_FLAT, LAYOUT_FIXED])
+def test_class_ids_outside_the_cards_classes(tmp_path, layout):
+    folder = _folder(tmp_path, edit=_set('classes', 3, 5, 200), layout=layout)  # uint8 storage, 10 classes
     _refused(folder, r"train-00001-of-00002\.parquet: image 'img/003' \(row 0\) has class id 200, outside \[0, 10\)")
 
 
@@ -176,6 +202,51 @@ def test_rows_of_the_wrong_length(tmp_path, length):
     _refused(folder, rf"image 'img/005' .*has {length} scores, not K\*H\*W = 2\*3\*3 = 18")
 
 
+def test_fixed_layout_of_the_wrong_shape_is_one_line(tmp_path):
+    """Layout 2 holds its shape in the Arrow type: maps of another shape than the card's are refused
+    from the footer, in one line, by the pre-flight and by the store."""
+    folder = tmp_path / 'wide'
+    scores, classes = _rows(3)
+    wide = np.concatenate([scores.reshape(3, K, H, W), scores.reshape(3, K, H, W)[..., :1]], -1).reshape(3, -1)
+    cls = np.concatenate([classes.reshape(3, K, H, W), classes.reshape(3, K, H, W)[..., :1]], -1).reshape(3, -1)
+    _shard(folder, 0, 1, ['a', 'b', 'c'], wide.astype(np.float16), cls.astype(np.uint8), layout=LAYOUT_FIXED,
+           shape=(K, H, W + 1))
+    with pytest.raises(UserError, match=r'the shards hold \[2, 3, 4\] maps, the card'):
+        _card(folder)  # the writer of the card refuses it too
+    _card(folder, map_size=None)  # write it for (K, H, W + 1), then claim (K, H, W)
+    _edit_card(folder, map_size=[H, W])
+    msg = _refused(folder, r"train-00000-of-00001\.parquet: maps of shape \[2, 3, 4\], the card's topk and map_size "
+                           r"say \[K, H, W\] = \[2, 3, 3\]$")
+    with pytest.raises(UserError) as e:
+        load_label_maps(str(folder), verify=False, cache_dir=str(tmp_path / 'hf'))
+    assert str(e.value) == msg
+
+
+def test_fixed_layout_nulls_inside_a_map(tmp_path):
+    folder = _folder(tmp_path, layout=LAYOUT_FIXED)
+    path = list_shards(str(folder))[1]
+    table = pq.read_table(path)
+    scores = table.column('scores').combine_chunks()
+    cells = scores.flatten()  # [H, W] lists, K per map: null the second one of map 1 (img/004)
+    mask = np.zeros(len(cells), bool)
+    mask[K + 1] = True
+    inner = pa.FixedSizeListArray.from_arrays(cells.flatten(), H, mask=pa.array(mask))
+    bad = pa.FixedSizeListArray.from_arrays(inner, K)
+    write_table_atomic(table.set_column(1, 'scores', bad), path)
+    _refused(folder, r"train-00001-of-00002\.parquet: image 'img/004' \(row 1\) has null scores values")
+    with pytest.raises(UserError, match="scores of image 'img/004'"):
+        load_label_maps(str(folder), verify=False, cache_dir=str(tmp_path / 'hf'))['img/003']
+
+
+def test_card_and_shards_in_different_layouts(tmp_path):
+    folder = _folder(tmp_path, layout=LAYOUT_FIXED)
+    _edit_card(folder, layout_version=_DELETE)  # a card as the flat-layout writer wrote them
+    _refused(folder, r'train-00000-of-00002\.parquet is in fixed-shape \[K, H, W\] arrays \(layout 2\), the card says '
+                     r'flat \[K\*H\*W\] lists \(layout 1\)')
+    _edit_card(folder, layout_version=3)
+    _refused(folder, r'label_maps\.layout_version is 3, expected 1 \(flat lists\) or 2')
+
+
 def test_rows_that_only_add_up(tmp_path):
     # one row short, the next long: the total is right, the old store accepted it
     def edit(scores, classes, ids):
@@ -190,6 +261,7 @@ def test_null_rows_and_ids(tmp_path):
     def no_scores(scores, classes, ids):
         scores[1] = None
     _refused(_folder(tmp_path, 'a', edit=no_scores), r"image 'img/001' .*has no scores \(null\)")
+    _refused(_folder(tmp_path, 'a2', edit=no_scores, layout=LAYOUT_FIXED), r"image 'img/001' .*has no scores \(null\)")
 
     def no_id(scores, classes, ids):
         ids[4] = None

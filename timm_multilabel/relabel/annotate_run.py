@@ -5,7 +5,9 @@ The images are sorted by image id (path without extension); shard s of the outpu
 the next batches run, so a shard file that exists is complete and a resumed run redoes only the
 missing ones. Under ``accelerate launch`` the missing shards are dealt out to the processes (each
 shard to exactly one); the main process writes the card when all are done. The run plan in the
-folder records what a resumed run must match.
+folder records what a resumed run must match, and the shard layout (``writer.LAYOUT_*``): a run
+resumed on a folder started in the flat layout (a plan without ``layout``, from an older
+timm-multilabel) continues in it, so that the folder keeps one layout.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ from .annotate import LabelMapAnnotator
 from .image_folder import DatasetImages, ImageListDataset, list_images
 from .maps import read_class_names_file
 from .writer import (
-    CARD_FILE, RUN_FILE, ShardWriter, ids_fingerprint, list_shards, push_maps, read_run_plan, remove_map_files,
-    shard_name, write_dataset_card, write_run_plan,
+    CARD_FILE, LAYOUT_FLAT, LAYOUT_NAMES, LAYOUT_VERSION, RUN_FILE, ShardWriter, folder_layout, ids_fingerprint,
+    list_shards, push_maps, read_run_plan, remove_map_files, shard_name, write_dataset_card, write_run_plan,
 )
 
 __all__ = [
@@ -113,7 +115,11 @@ def default_class_names(path: Optional[str], model: nn.Module, num_classes: int)
 
 
 def plan_action(output: str, plan: Dict[str, Any], resume: bool, overwrite: bool) -> str:
-    """'fresh' | 'resume' | 'overwrite' for ``output``; raises before anything is written."""
+    """'fresh' | 'resume' | 'overwrite' for ``output``; raises before anything is written.
+
+    On 'resume' ``plan['layout']`` becomes the layout the run was started in (its plan's
+    ``layout``, ``LAYOUT_FLAT`` for a plan written before layouts); shards already there in
+    another layout are refused."""
     if not os.path.isdir(output) or not [n for n in os.listdir(output) if n != LOCK_NAME]:
         return 'fresh'
     if overwrite:
@@ -138,6 +144,17 @@ def plan_action(output: str, plan: Dict[str, Any], resume: bool, overwrite: bool
     stray = [p for p in shards if os.path.basename(p) not in expected]
     if stray:
         raise UserError(f'--resume: {stray[0]} does not belong to this run; use --overwrite to start again')
+    layout = old.get('layout', LAYOUT_FLAT)
+    if layout not in LAYOUT_NAMES:
+        raise UserError(f'--resume: {output} was started with layout={layout!r}, which this timm-multilabel cannot '
+                        f'write; use --overwrite to start again')
+    have = folder_layout(output, shards)
+    if have is not None and have != layout:
+        raise UserError(f'--resume: the shards in {output} are in {LAYOUT_NAMES[have]}, its run plan says '
+                        f'{LAYOUT_NAMES[layout]}; use --overwrite to start again')
+    if layout != plan.get('layout', LAYOUT_VERSION):
+        _logger.info('annotate: %s was started in %s; continuing in it', output, LAYOUT_NAMES[layout])
+    plan['layout'] = layout
     return 'resume'
 
 
@@ -164,10 +181,11 @@ def annotate_images(
         workers: int = 0,
         device: Optional[torch.device] = None,
         progress: bool = True,
+        layout: int = LAYOUT_VERSION,
 ) -> int:
-    """Annotate the images of ``shards`` (indices into the sorted list) and write those shards;
-    returns the number of images annotated. ``paths`` holds the image files in ``image_ids``
-    order, or is a dataset in that order whose items are ``(PIL image, ...)``."""
+    """Annotate the images of ``shards`` (indices into the sorted list) and write those shards
+    in ``layout``; returns the number of images annotated. ``paths`` holds the image files in
+    ``image_ids`` order, or is a dataset in that order whose items are ``(PIL image, ...)``."""
     n = len(image_ids)
     segments = [(s, s * shard_size, min(n, (s + 1) * shard_size)) for s in shards]
     order = [i for _, a, b in segments for i in range(a, b)]
@@ -183,7 +201,7 @@ def annotate_images(
         source,
         batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == 'cuda',
         persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
-    writer = ShardWriter(output, num_shards, dtype, annotator.num_classes)
+    writer = ShardWriter(output, num_shards, dtype, annotator.num_classes, layout=layout)
     seg_i, buf_s, buf_c, filled = 0, [], [], 0
     bar = tqdm(total=len(order), unit='img', desc='annotate', disable=not progress, dynamic_ncols=True)
     try:
@@ -263,6 +281,7 @@ def annotate_dataset(
         'num_images': len(image_ids),
         'num_shards': num_shards,
         'ids_sha256': ids_fingerprint(image_ids),
+        'layout': LAYOUT_VERSION,
         **(source or {}),
     }
     if weights.startswith('random init'):
@@ -285,7 +304,7 @@ def annotate_dataset(
                      f' on {state.num_processes} processes' if state.num_processes > 1 else '')
     annotate_images(annotator, image_ids, images, output, mine, num_shards, shard_size, dtype,
                     batch_size=batch_size, workers=workers, device=state.device,
-                    progress=state.is_local_main_process)
+                    progress=state.is_local_main_process, layout=plan['layout'])
     state.wait_for_everyone()
 
     if state.is_main_process:

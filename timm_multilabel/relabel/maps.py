@@ -3,21 +3,22 @@
 A label map is ``scores [K, H, W]`` (the annotator's logits, descending over K at every cell)
 and ``classes [K, H, W]`` (the class index of each score). On disk each map is one row:
 
-* ``scores``: the K*H*W scores flattened in ``[K, H, W]`` order (C order), stored as
-  ``float32``, ``float16`` or ``uint8``;
-* ``classes``: the K*H*W class ids, same order, in the smallest integer type that holds
+* ``scores``: the K*H*W scores, stored as ``float32``, ``float16`` or ``uint8``: a fixed-shape
+  ``[K, H, W]`` array (layout 2, see ``writer.LAYOUT_FIXED``) or, in folders written before it,
+  one flat list in ``[K, H, W]`` (C) order (layout 1);
+* ``classes``: the K*H*W class ids, same layout and order, in the smallest integer type that holds
   ``num_classes`` (``uint8`` up to 256 classes, ``int16`` up to 32768, else ``int32``);
 * ``uint8`` only: ``offset`` and ``scale`` (float32, one pair per map). Quantization is a
   per-map affine min/max code: ``offset = min(scores)``, ``scale = (max - min) / 255``,
   ``q = round((s - offset) / scale)``, decoded as ``s = offset + scale * q``; the decoding
   error is at most ``scale / 2`` for every score.
 
-The shape ``(K, H, W)`` lives in the dataset card (``label_maps.topk`` / ``map_size``).
+The card records the shape (``label_maps.topk`` / ``map_size``) and the layout (``layout_version``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -48,11 +49,13 @@ def class_id_dtype(num_classes: int) -> np.dtype:
 @dataclass
 class EncodedMaps:
     """N maps ready for a Parquet shard: ``scores [N, K*H*W]`` in the storage dtype,
-    ``classes [N, K*H*W]`` in the class-id dtype, and for uint8 ``offset`` / ``scale`` ``[N]``."""
+    ``classes [N, K*H*W]`` in the class-id dtype, for uint8 ``offset`` / ``scale`` ``[N]``, and the
+    map shape ``(K, H, W)``."""
     scores: np.ndarray
     classes: np.ndarray
     offset: Optional[np.ndarray] = None
     scale: Optional[np.ndarray] = None
+    shape: Optional[Tuple[int, int, int]] = None
 
 
 def check_maps(
@@ -109,19 +112,20 @@ def encode_maps(
     """Encode ``scores [N, K, H, W]`` / ``classes [N, K, H, W]`` for storage (validated first)."""
     check_maps(scores, classes, num_classes, dtype, image_ids)
     n, numel = scores.shape[0], int(np.prod(tuple(scores.shape[1:])))
+    shape = tuple(int(v) for v in scores.shape[1:])
     s = scores.detach().to('cpu', torch.float32).reshape(n, numel).numpy()
     c = classes.detach().to('cpu').reshape(n, numel).numpy().astype(class_id_dtype(num_classes))
     if dtype == 'float32':
-        return EncodedMaps(np.ascontiguousarray(s), c)
+        return EncodedMaps(np.ascontiguousarray(s), c, shape=shape)
     if dtype == 'float16':
-        return EncodedMaps(s.astype(np.float16), c)
+        return EncodedMaps(s.astype(np.float16), c, shape=shape)
     lo = s.min(axis=1) if s.shape[1] else np.zeros(n, np.float32)
     hi = s.max(axis=1) if s.shape[1] else np.zeros(n, np.float32)
     scale = ((hi - lo) / 255.0).astype(np.float32)
     safe = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.rint((s - lo[:, None]) / safe[:, None])
     q = np.clip(q, 0, 255).astype(np.uint8)
-    return EncodedMaps(q, c, offset=lo.astype(np.float32), scale=scale)
+    return EncodedMaps(q, c, offset=lo.astype(np.float32), scale=scale, shape=shape)
 
 
 def decode_scores(stored: np.ndarray, offset: Optional[np.ndarray] = None,

@@ -4,7 +4,9 @@
 Arrow cache is memory-mapped: nothing is loaded whole into memory, lookups are numpy slices of
 the mapped buffers (zero-copy) and only the requested maps are copied out. The store pickles
 by reference (the Arrow cache files), so DataLoader workers, forked or spawned, reopen it
-lazily and share the pages.
+lazily and share the pages. Both shard layouts are read (``writer.LAYOUT_FIXED`` ``[K, H, W]``
+arrays and the flat lists of folders written before them): both keep each map's K*H*W values
+contiguous, so a lookup is the same slice.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import huggingface_hub
 from huggingface_hub import constants
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
@@ -25,7 +28,7 @@ from torch import Tensor
 from ..errors import UserError
 from .maps import decode_scores
 from .verify import check_shard_schema, verify_label_maps
-from .writer import CARD_FILE, SHARD_GLOB, list_shards, read_map_info
+from .writer import CARD_FILE, LAYOUT_FIXED, SHARD_GLOB, check_one_layout, list_shards, read_map_info
 
 __all__ = ['LabelMapStore', 'load_label_maps', 'resolve_label_maps']
 
@@ -63,6 +66,7 @@ class LabelMapStore:
         self.class_names: Optional[List[str]] = list(names) if names else None
         self._shape = (self.topk,) + self.map_size
         self._numel = int(np.prod(self._shape))
+        self.layout = int(self.info['layout_version'])
         self._shards = list_shards(self.folder)
         if not self._shards:
             raise UserError(f'no shards ({SHARD_GLOB}) in {self.folder}')
@@ -76,12 +80,15 @@ class LabelMapStore:
     # -- opening ----------------------------------------------------------------------------
 
     def _check_shards(self) -> None:
+        schemas = []
         for path in self._shards:
             try:
-                schema = pq.read_schema(path)
+                schemas.append((path, pq.read_schema(path)))
             except Exception as e:  # noqa: BLE001
                 raise UserError(f'unreadable label-map shard {path} ({_first_line(e)})') from e
-            check_shard_schema(path, schema, self.dtype, self.num_classes)
+        check_one_layout(self.folder, schemas)
+        for path, schema in schemas:
+            check_shard_schema(path, schema, self.info)
 
     def _load(self, cache_dir: Optional[str]):
         import datasets  # heavy; only when maps are opened
@@ -113,13 +120,15 @@ class LabelMapStore:
         for col in ('scores', 'classes'):
             views, starts = [], [0]
             for chunk in table.column(col).chunks:
-                lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
-                flat = chunk.flatten()
-                if chunk.null_count or flat.null_count or (lengths != self._numel).any():
-                    bad = np.flatnonzero(np.isnan(lengths.astype(np.float64)) | (lengths != self._numel))
-                    row = int(bad[0]) if len(bad) else 0
-                    raise UserError(f'{self.folder}: the {col} of image {id_col[int(starts[-1]) + row].as_py()!r} '
-                                    f'are not a {self._shape} map (null values or a row of another length)')
+                if self.layout == LAYOUT_FIXED:
+                    flat = self._flatten_fixed(chunk, col, id_col, int(starts[-1]))
+                else:
+                    lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
+                    flat = chunk.flatten()
+                    if chunk.null_count or flat.null_count or (lengths != self._numel).any():
+                        bad = np.flatnonzero(np.isnan(lengths.astype(np.float64)) | (lengths != self._numel))
+                        row = int(bad[0]) if len(bad) else 0
+                        raise self._bad_row(col, id_col, int(starts[-1]) + row)
                 flat = flat.to_numpy(zero_copy_only=False)
                 views.append(flat.reshape(len(chunk), self._numel))
                 starts.append(starts[-1] + len(chunk))
@@ -128,6 +137,25 @@ class LabelMapStore:
             index['offset'] = table.column('offset').to_numpy()
             index['scale'] = table.column('scale').to_numpy()
         return index
+
+    def _bad_row(self, col: str, id_col, row: int) -> UserError:
+        return UserError(f'{self.folder}: the {col} of image {id_col[row].as_py()!r} are not a {self._shape} map '
+                         f'(null values or a row of another length)')
+
+    def _flatten_fixed(self, chunk, col: str, id_col, row0: int):
+        """The values of a ``[K, H, W]`` fixed-size-list chunk, zero-copy; nulls at any level refused."""
+        arr, per_row = chunk, 1  # per_row: elements of arr per map
+        for d in self._shape:
+            if not pa.types.is_fixed_size_list(arr.type):  # the datasets cache keeps the shards' type
+                raise UserError(f'{self.folder}: the {col} column is {chunk.type}, not {self._shape} arrays')
+            if arr.null_count:
+                first = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+                raise self._bad_row(col, id_col, row0 + first // per_row)
+            arr, per_row = arr.flatten(), per_row * d
+        if arr.null_count:
+            first = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+            raise self._bad_row(col, id_col, row0 + first // per_row)
+        return arr
 
     @property
     def _idx(self) -> Dict[str, Any]:

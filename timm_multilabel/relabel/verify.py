@@ -6,10 +6,13 @@ module reads every shard once, row group by row group, and checks with pyarrow /
 reductions over whole columns (no Python loop per row):
 
 * the card's ``label_maps`` fields and their types (``writer.check_map_info``);
-* each shard's columns and their Arrow types (the card's dtype and class-id dtype);
+* each shard's columns and their Arrow types (the card's dtype and class-id dtype, the card's
+  layout: fixed-shape ``[K, H, W]`` arrays of the card's shape, or flat lists in folders written
+  before them); shards in two layouts in one folder are refused;
 * no null ``image_id``, no image id twice in the dataset, row count equal to the card's
   ``num_images``;
-* every row's ``scores`` and ``classes`` hold exactly K*H*W values, none null;
+* every row's ``scores`` and ``classes`` hold exactly K*H*W values, none null (fixed-shape arrays
+  have their shape in the Arrow type; flat lists are checked row by row);
 * scores finite (float16 / float32), or for uint8 a finite ``offset`` and ``scale >= 0`` whose
   decoded scores ``offset + scale * q`` are finite for every code ``q``;
 * class ids within ``[0, num_classes)`` of the card, and the card's classes no more than the
@@ -29,7 +32,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -40,13 +43,16 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..fileio import write_json
-from .writer import CARD_FILE, SHARD_GLOB, VERIFIED_FILE, list_shards, map_schema, read_map_info
+from .writer import (
+    CARD_FILE, LAYOUT_FIXED, LAYOUT_FLAT, LAYOUT_NAMES, SHARD_GLOB, VERIFIED_FILE, check_one_layout, list_shards,
+    map_schema, read_map_info, shard_layout,
+)
 
 __all__ = ['verify_label_maps', 'check_shard_schema', 'verified_cache_paths', 'VERIFY_VERSION']
 
 _logger = logging.getLogger(__name__)
 
-VERIFY_VERSION = 1  # bump when the checks change: older cache entries are then ignored
+VERIFY_VERSION = 2  # bump when the checks change: older cache entries are then ignored
 _MAX_ENTRIES = 16   # fingerprints remembered per folder (e.g. several models' class counts)
 
 
@@ -55,9 +61,24 @@ def _first_line(e: BaseException) -> str:
     return f'{type(e).__name__}: {text}' if text else type(e).__name__
 
 
-def check_shard_schema(path: str, schema: pa.Schema, dtype: str, num_classes: int) -> None:
-    """Refuse a shard whose columns or column types differ from what the card declares."""
-    want = map_schema(dtype, num_classes)
+def map_shape(info: Dict[str, Any]) -> Tuple[int, int, int]:
+    """``(K, H, W)`` of the card's metadata."""
+    return (int(info['topk']),) + tuple(int(v) for v in info['map_size'])
+
+
+def check_shard_schema(path: str, schema: pa.Schema, info: Dict[str, Any]) -> None:
+    """Refuse a shard whose layout, map shape, columns or column types differ from what the card
+    (``info``: ``read_map_info``) declares; one line."""
+    dtype, num_classes, layout = info['dtype'], int(info['num_classes']), info.get('layout_version', LAYOUT_FLAT)
+    shape = map_shape(info)
+    got_layout, got_shape = shard_layout(schema)
+    if got_layout is not None and got_layout != layout:
+        raise UserError(f'label-map shard {path} is in {LAYOUT_NAMES[got_layout]}, the card says '
+                        f'{LAYOUT_NAMES[layout]}')
+    if got_layout == LAYOUT_FIXED and got_shape != shape:
+        raise UserError(f'label-map shard {path}: maps of shape {list(got_shape)}, the card\'s topk and map_size '
+                        f'say [K, H, W] = {list(shape)}')
+    want = map_schema(dtype, num_classes, layout, shape)
     for field in want:
         if field.name not in schema.names or not schema.field(field.name).type.equals(field.type):
             got = schema.field(field.name).type if field.name in schema.names else 'missing'
@@ -138,8 +159,9 @@ class _Shard:
         self.path = path
         self.dtype = info['dtype']
         self.num_classes = int(info['num_classes'])
-        self.shape = (int(info['topk']),) + tuple(int(v) for v in info['map_size'])
+        self.shape = map_shape(info)
         self.numel = int(np.prod(self.shape))
+        self.fixed = info.get('layout_version', LAYOUT_FLAT) == LAYOUT_FIXED
         self.ids: List[pa.Array] = []
         self._row0 = 0  # shard row of the row group being checked
 
@@ -161,6 +183,15 @@ class _Shard:
             if arr.null_count:
                 row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
                 raise self.fail(ids, row, f'has no {col} (null)')
+            if self.fixed:  # the shape is the Arrow type's: only nulls inside can be wrong
+                per_row = 1
+                for d in self.shape:
+                    arr, per_row = arr.flatten(), per_row * d
+                    if arr.null_count:
+                        row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0]) // per_row
+                        raise self.fail(ids, row, f'has null {col} values')
+                values[col] = arr.to_numpy(zero_copy_only=False).reshape(n, self.numel)
+                continue
             lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
             wrong = lengths != self.numel
             if wrong.any():
@@ -226,7 +257,7 @@ class _Shard:
 def _read_shard(path: str, info: Dict[str, Any]) -> Iterator[pa.Table]:
     """The row groups of one shard (schema checked first), read on the calling thread."""
     pf = pq.ParquetFile(path)
-    check_shard_schema(path, pf.schema_arrow, info['dtype'], int(info['num_classes']))
+    check_shard_schema(path, pf.schema_arrow, info)
     for g in range(pf.num_row_groups):
         yield pf.read_row_group(g, use_threads=False)
 
@@ -282,6 +313,13 @@ def verify_label_maps(
     fingerprint = _fingerprint(folder, paths, num_classes) if use_cache else ''
     if use_cache and _is_cached(folder, fingerprint):
         return {'num_images': info.get('num_images'), 'num_shards': len(paths), 'cached': True}
+    schemas = []
+    for path in paths:  # footers only: two layouts in one folder are refused before any shard is read
+        try:
+            schemas.append((path, pq.read_schema(path)))
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f'corrupt label-map shard {path} ({_first_line(e)})') from e
+    check_one_layout(folder, schemas)
 
     shards, total = [], 0
     for path in tqdm(paths, desc='verifying label maps', unit='shard', disable=None if progress else True,

@@ -7,10 +7,18 @@ Layout of a folder (what ``datasets.load_dataset(folder, split="train")`` reads)
     ...
     .label_maps_run.json                       run plan, for --resume (not uploaded)
 
-Every shard is one Parquet file of rows ``image_id`` (string), ``scores`` (list of K*H*W
-float16/float32/uint8, [K, H, W] order), ``classes`` (list of K*H*W uint8/int16/int32) and, for
-uint8, ``offset`` / ``scale`` (float32); see ``maps.py``. Parquet: zstd, byte-stream-split
-for the scores and class ids. A shard is written to a hidden temp file in ``data/`` and
+Every shard is one Parquet file of rows ``image_id`` (string), ``scores`` (float16/float32/uint8),
+``classes`` (uint8/int16/int32) and, for uint8, ``offset`` / ``scale`` (float32); see ``maps.py``.
+Parquet: zstd, byte-stream-split for the scores and class ids. Two layouts of ``scores`` /
+``classes``, recorded in the card as ``label_maps.layout_version``:
+
+* 2 (``LAYOUT_FIXED``, what is written now): fixed-shape ``[K, H, W]`` arrays, Arrow
+  ``fixed_size_list<fixed_size_list<fixed_size_list<T>[W]>[H]>[K]`` (🤗 Datasets
+  ``List(List(List(Value(T), length=W), length=H), length=K)``), so that
+  ``load_dataset(folder).with_format('torch')`` gives ``[K, H, W]`` tensors;
+* 1 (``LAYOUT_FLAT``, folders written before): one list of K*H*W values in ``[K, H, W]`` order;
+  a card without ``layout_version`` is layout 1. Both are read; a folder holds one layout.
+ A shard is written to a hidden temp file in ``data/`` and
 renamed into place, so a shard file that exists is complete: shards are the unit of resume.
 """
 from __future__ import annotations
@@ -42,7 +50,8 @@ __all__ = [
     'DATA_DIR', 'SHARD_GLOB', 'RUN_FILE', 'CARD_FILE', 'shard_name', 'list_shards', 'map_schema', 'maps_table',
     'write_table_atomic', 'write_shard', 'ShardWriter', 'write_run_plan', 'read_run_plan', 'ids_fingerprint',
     'write_dataset_card', 'read_map_info', 'check_map_info', 'push_maps', 'dataset_card_template',
-    'remove_map_files', 'write_maps_folder', 'VERIFIED_FILE',
+    'remove_map_files', 'write_maps_folder', 'VERIFIED_FILE', 'LAYOUT_FLAT', 'LAYOUT_FIXED', 'LAYOUT_VERSION',
+    'LAYOUT_NAMES', 'shard_layout', 'check_one_layout', 'folder_layout',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -54,6 +63,11 @@ VERIFIED_FILE = '.label_maps_verified.json'  # verify_label_maps' cache (not upl
 CARD_FILE = 'README.md'
 _SHARD_RE = re.compile(r'^train-(\d{5,})-of-(\d{5,})\.parquet$')
 _ZSTD_LEVEL = 3
+
+LAYOUT_FLAT = 1   # scores / classes: list<T> of K*H*W values ([K, H, W] in C order)
+LAYOUT_FIXED = 2  # scores / classes: fixed_size_list<fixed_size_list<fixed_size_list<T>[W]>[H]>[K]
+LAYOUT_VERSION = LAYOUT_FIXED  # the layout new maps are written in
+LAYOUT_NAMES = {LAYOUT_FLAT: 'flat [K*H*W] lists (layout 1)', LAYOUT_FIXED: 'fixed-shape [K, H, W] arrays (layout 2)'}
 
 
 def shard_name(index: int, num_shards: int) -> str:
@@ -69,14 +83,35 @@ def list_shards(folder: str) -> List[str]:
     return sorted(os.path.join(data, n) for n in os.listdir(data) if _SHARD_RE.match(n))
 
 
-def map_schema(dtype: str, num_classes: int) -> pa.Schema:
-    """Arrow schema of one shard for scores stored as ``dtype``."""
+def _check_layout(layout: Any, shape: Optional[Sequence[int]]) -> Optional[Tuple[int, ...]]:
+    if layout not in LAYOUT_NAMES:
+        raise UserError(f'unknown label-map layout {layout!r}; expected {LAYOUT_FLAT} (flat) or {LAYOUT_FIXED} (fixed-shape)')
+    if layout == LAYOUT_FLAT:
+        return None
+    if shape is None or len(shape) != 3 or not all(int(v) > 0 for v in shape):
+        raise UserError(f'label-map layout {LAYOUT_FIXED} needs the map shape (K, H, W), got {shape!r}')
+    return tuple(int(v) for v in shape)
+
+
+def _map_type(value: pa.DataType, layout: int, shape: Optional[Sequence[int]]) -> pa.DataType:
+    if layout == LAYOUT_FLAT:
+        return pa.list_(value)
+    for d in reversed(tuple(shape)):
+        value = pa.list_(value, int(d))
+    return value
+
+
+def map_schema(dtype: str, num_classes: int, layout: int = LAYOUT_VERSION,
+               shape: Optional[Sequence[int]] = None) -> pa.Schema:
+    """Arrow schema of one shard for scores stored as ``dtype`` in ``layout`` (``shape`` (K, H, W)
+    for the fixed layout)."""
     if dtype not in MAP_DTYPES:
         raise UserError(f'unknown label-map dtype {dtype!r}; choose one of {", ".join(MAP_DTYPES)}')
+    shape = _check_layout(layout, shape)
     fields = [
         pa.field('image_id', pa.string()),
-        pa.field('scores', pa.list_(pa.from_numpy_dtype(np.dtype(dtype)))),
-        pa.field('classes', pa.list_(pa.from_numpy_dtype(class_id_dtype(num_classes)))),
+        pa.field('scores', _map_type(pa.from_numpy_dtype(np.dtype(dtype)), layout, shape)),
+        pa.field('classes', _map_type(pa.from_numpy_dtype(class_id_dtype(num_classes)), layout, shape)),
     ]
     if dtype == 'uint8':
         fields += [pa.field('offset', pa.float32()), pa.field('scale', pa.float32())]
@@ -89,32 +124,101 @@ def _list_array(values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(values).reshape(-1)))
 
 
-def maps_table(image_ids: Sequence[str], encoded: EncodedMaps, dtype: str, num_classes: int) -> pa.Table:
-    """Arrow table of N encoded maps (rows in the given order)."""
-    schema = map_schema(dtype, num_classes)
-    cols = [pa.array(list(image_ids), pa.string()), _list_array(encoded.scores), _list_array(encoded.classes)]
+def _fixed_array(values: np.ndarray, shape: Sequence[int]) -> pa.FixedSizeListArray:
+    arr = pa.array(np.ascontiguousarray(values).reshape(-1))
+    for d in reversed(tuple(shape)):
+        arr = pa.FixedSizeListArray.from_arrays(arr, int(d))
+    return arr
+
+
+def shard_layout(schema: pa.Schema) -> Tuple[Optional[int], Optional[Tuple[int, ...]]]:
+    """``(layout, shape)`` of a shard from its ``scores`` column: ``(LAYOUT_FLAT, None)``,
+    ``(LAYOUT_FIXED, (K, H, W))``, or ``(None, None)`` when it is neither."""
+    if 'scores' not in schema.names:
+        return None, None
+    t = schema.field('scores').type
+    if pa.types.is_list(t):
+        return LAYOUT_FLAT, None
+    dims = []
+    while pa.types.is_fixed_size_list(t):
+        dims.append(int(t.list_size))
+        t = t.value_type
+    return (LAYOUT_FIXED, tuple(dims)) if len(dims) == 3 else (None, None)
+
+
+def check_one_layout(folder: str, schemas: Sequence[Tuple[str, pa.Schema]]) -> Optional[int]:
+    """The layout of a folder's shards ``[(path, schema)]``; shards in two layouts are refused in
+    one line. None when no shard has a known layout (the schema check then says what is wrong)."""
+    seen: Dict[int, str] = {}
+    for path, schema in schemas:
+        layout = shard_layout(schema)[0]
+        if layout is not None:
+            seen.setdefault(layout, path)
+    if len(seen) > 1:
+        (a, pa_), (b, pb) = sorted(seen.items())
+        raise UserError(f'label maps {folder}: shards in two layouts, {os.path.basename(pa_)} in {LAYOUT_NAMES[a]} '
+                        f'and {os.path.basename(pb)} in {LAYOUT_NAMES[b]}; a folder holds one layout '
+                        f'(write it again in one)')
+    return next(iter(seen), None)
+
+
+def folder_layout(folder: str, shards: Optional[Sequence[str]] = None) -> Optional[int]:
+    """The layout of the shards in ``folder`` (their Parquet footers only); see ``check_one_layout``."""
+    schemas = []
+    for path in list_shards(folder) if shards is None else shards:
+        try:
+            schemas.append((path, pq.read_schema(path)))
+        except Exception as e:  # noqa: BLE001 -- truncated, garbled: one line
+            raise UserError(f'unreadable label-map shard {path} ({type(e).__name__}: '
+                            f'{" ".join(str(e).split())[:200]})') from e
+    return check_one_layout(folder, schemas)
+
+
+def maps_table(image_ids: Sequence[str], encoded: EncodedMaps, dtype: str, num_classes: int,
+               layout: int = LAYOUT_VERSION) -> pa.Table:
+    """Arrow table of N encoded maps (rows in the given order) in ``layout``."""
+    shape = _check_layout(layout, encoded.shape)
+    schema = map_schema(dtype, num_classes, layout, shape)
+    if layout == LAYOUT_FLAT:
+        maps = [_list_array(encoded.scores), _list_array(encoded.classes)]
+    else:
+        maps = [_fixed_array(encoded.scores, shape), _fixed_array(encoded.classes, shape)]
+    cols = [pa.array(list(image_ids), pa.string())] + maps
     if dtype == 'uint8':
         cols += [pa.array(encoded.offset, pa.float32()), pa.array(encoded.scale, pa.float32())]
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+def _value_column_path(name: str, t: pa.DataType) -> Optional[str]:
+    """Parquet path of the values of a (nested) list column, None unless numeric."""
+    path = name
+    while pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t):
+        path += '.list.element'
+        t = t.value_type
+    return path if path != name and (pa.types.is_integer(t) or pa.types.is_floating(t)) else None
+
+
 def write_table_atomic(table: pa.Table, path: str) -> None:
     """Write ``table`` as Parquet to ``path`` atomically (see :mod:`timm_multilabel.fileio`)."""
+    split = [p for p in (_value_column_path(n, table.schema.field(n).type) for n in ('scores', 'classes')
+                         if n in table.schema.names) if p]
     with atomic_path(path, suffix='.parquet') as tmp:
         pq.write_table(
             table, str(tmp), compression='zstd', compression_level=_ZSTD_LEVEL,
             use_dictionary=['image_id'],
-            use_byte_stream_split=['scores.list.element', 'classes.list.element'],
+            use_byte_stream_split=split or False,
             row_group_size=max(1, min(len(table), 4096)),
         )
 
 
 def write_shard(folder: str, index: int, num_shards: int, image_ids: Sequence[str], scores, classes,
-                dtype: str, num_classes: int) -> str:
-    """Encode ``scores / classes [N, K, H, W]`` and write shard ``index`` of ``num_shards`` atomically."""
+                dtype: str, num_classes: int, layout: int = LAYOUT_VERSION) -> str:
+    """Encode ``scores / classes [N, K, H, W]`` and write shard ``index`` of ``num_shards`` atomically
+    in ``layout`` (the fixed-shape one unless told)."""
+    _check_layout(layout, (1, 1, 1))
     encoded = encode_maps(scores, classes, dtype, num_classes, image_ids)
     path = os.path.join(folder, shard_name(index, num_shards))
-    write_table_atomic(maps_table(image_ids, encoded, dtype, num_classes), path)
+    write_table_atomic(maps_table(image_ids, encoded, dtype, num_classes, layout), path)
     return path
 
 
@@ -123,11 +227,14 @@ class ShardWriter:
 
     ``submit(index, image_ids, scores, classes)`` queues one shard (at most ``max_pending``
     waiting); ``close()`` waits for all of them. An error in the thread (e.g. a NaN map) is
-    raised by the next ``submit`` or by ``close``.
+    raised by the next ``submit`` or by ``close``. ``layout``: see ``write_shard``.
     """
 
-    def __init__(self, folder: str, num_shards: int, dtype: str, num_classes: int, max_pending: int = 2):
+    def __init__(self, folder: str, num_shards: int, dtype: str, num_classes: int, max_pending: int = 2,
+                 layout: int = LAYOUT_VERSION):
+        _check_layout(layout, (1, 1, 1))
         self.folder, self.num_shards, self.dtype, self.num_classes = folder, num_shards, dtype, num_classes
+        self.layout = layout
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: Optional[BaseException] = None
         self.written: List[str] = []
@@ -142,7 +249,7 @@ class ShardWriter:
                     return
                 if self._error is None:
                     self.written.append(write_shard(self.folder, item[0], self.num_shards, item[1], item[2],
-                                                    item[3], self.dtype, self.num_classes))
+                                                    item[3], self.dtype, self.num_classes, self.layout))
             except BaseException as e:  # noqa: BLE001 -- re-raised in the caller's thread
                 self._error = e
             finally:
@@ -221,12 +328,20 @@ def dataset_card_template() -> str:
         raise UserError(str(e)) from e
 
 
-def _features(dtype: str, num_classes: int):
+def _features(dtype: str, num_classes: int, layout: int = LAYOUT_VERSION, shape: Optional[Sequence[int]] = None):
     import datasets
+
+    def maps(value):
+        if layout == LAYOUT_FLAT:
+            return datasets.List(value)
+        for d in reversed(tuple(shape)):
+            value = datasets.List(value, length=int(d))
+        return value
+
     feats = {
         'image_id': datasets.Value('string'),
-        'scores': datasets.List(datasets.Value(dtype)),
-        'classes': datasets.List(datasets.Value(str(class_id_dtype(num_classes)))),
+        'scores': maps(datasets.Value(dtype)),
+        'classes': maps(datasets.Value(str(class_id_dtype(num_classes)))),
     }
     if dtype == 'uint8':
         feats.update(offset=datasets.Value('float32'), scale=datasets.Value('float32'))
@@ -249,9 +364,12 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
 
     ``info`` keys: ``annotator`` (model name), ``weights``, ``input_size`` (S), ``map_size``
     ``(H, W)``, ``topk``, ``dtype``, ``num_classes``, optional ``class_names``, ``license``,
-    ``source``, ``pretty_name``, ``repo_id``. ``num_images`` and the byte counts are taken from
-    the shards. The metadata lands in the YAML header: ``configs`` (data/train-*.parquet ->
-    split train), ``dataset_info`` (features, split sizes) and ``label_maps`` (all of ``info``).
+    ``source``, ``pretty_name``, ``repo_id``. ``num_images``, the byte counts and the layout
+    (``layout_version``) are taken from the shards: shards in two layouts, or fixed-shape ones of
+    another shape than ``(topk, *map_size)``, or a ``layout_version`` in ``info`` that the shards
+    are not in, are refused. The metadata lands in the YAML header: ``configs``
+    (data/train-*.parquet -> split train), ``dataset_info`` (features, split sizes) and
+    ``label_maps`` (all of ``info``).
     """
     import datasets  # heavy; only when a card is written
 
@@ -266,6 +384,15 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
     dtype, num_classes = info['dtype'], int(info['num_classes'])
     h, w = (int(v) for v in info['map_size'])
     topk = int(info['topk'])
+    layout = folder_layout(folder, shards) or LAYOUT_VERSION
+    if info.get('layout_version') is not None and info['layout_version'] != layout:
+        raise UserError(f'label maps {folder}: the shards are in {LAYOUT_NAMES[layout]}, '
+                        f'not layout_version {info["layout_version"]!r}')
+    if layout == LAYOUT_FIXED:
+        got = shard_layout(pq.read_schema(shards[0]))[1]
+        if got != (topk, h, w):
+            raise UserError(f'label maps {folder}: the shards hold {list(got)} maps, the card\'s topk and map_size '
+                            f'say {[topk, h, w]}')
     class_names = info.get('class_names')
     if class_names is not None and len(class_names) != num_classes:
         raise UserError(f'label-map info: {len(class_names)} class names for {num_classes} classes')
@@ -279,7 +406,10 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
         'class_dtype': str(class_id_dtype(num_classes)),
         'num_classes': num_classes,
         'num_images': num_images,
-        'layout': 'scores and classes flattened from [K, H, W] (C order); rows are y (top first), columns x',
+        'layout_version': layout,
+        'layout': ('scores and classes are [K, H, W] arrays (fixed-size lists); rows are y (top first), columns x'
+                   if layout == LAYOUT_FIXED else
+                   'scores and classes flattened from [K, H, W] (C order); rows are y (top first), columns x'),
         'scores': 'logits before softmax, descending over K at every cell',
         'quantization': ('uint8 per map: score = offset + scale * q, offset = min, scale = (max - min) / 255'
                          if dtype == 'uint8' else 'none'),
@@ -300,7 +430,7 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
         label_maps=meta,
     )
     ds_info = datasets.DatasetInfo(
-        features=_features(dtype, num_classes),
+        features=_features(dtype, num_classes, layout, (topk, h, w)),
         splits=datasets.SplitDict({'train': datasets.SplitInfo('train', num_bytes=num_bytes,
                                                                num_examples=num_images)}),
         download_size=num_bytes, dataset_size=num_bytes)
@@ -323,7 +453,8 @@ def check_map_info(meta: Any, where: str) -> Dict[str, Any]:
 
     Required: ``annotator`` (str), ``input_size`` (positive int), ``map_size`` ([H, W] positive
     ints), ``topk`` (positive int), ``dtype`` (one of ``MAP_DTYPES``), ``num_classes`` (positive
-    int); optional: ``class_names`` (``num_classes`` strings), ``num_images`` (int >= 0).
+    int); optional: ``class_names`` (``num_classes`` strings), ``num_images`` (int >= 0),
+    ``layout_version`` (1 or 2; absent: 1, the flat layout of the cards written before it).
     Anything else is refused with one ``UserError`` line naming ``where`` and the field."""
     if not isinstance(meta, dict):
         raise UserError(f'{where} has no label_maps metadata ({", ".join(_REQUIRED)})')
@@ -354,7 +485,12 @@ def check_map_info(meta: Any, where: str) -> Dict[str, Any]:
     num = meta.get('num_images')
     if num is not None and (not _is_int(num) or num < 0):
         raise bad('num_images', 'a count (integer >= 0)')
+    layout = meta.get('layout_version', LAYOUT_FLAT)
+    if not _is_int(layout) or layout not in LAYOUT_NAMES:
+        raise bad('layout_version', f'{LAYOUT_FLAT} (flat lists) or {LAYOUT_FIXED} (fixed-shape arrays); '
+                                    f'a newer timm-multilabel may have written it')
     meta = dict(meta)
+    meta['layout_version'] = int(layout)
     meta['map_size'] = tuple(int(v) for v in size)
     for key in ('input_size', 'topk', 'num_classes'):
         meta[key] = int(meta[key])
@@ -391,19 +527,21 @@ def write_maps_folder(
         info: Dict[str, Any],
         shard_size: int = 10000,
         overwrite: bool = False,
+        layout: int = LAYOUT_VERSION,
 ) -> Path:
     """Write a label-map dataset folder (Parquet shards + dataset card) from batches of maps.
 
     ``batches`` yields ``(scores [n, K, H, W], classes [n, K, H, W])`` for consecutive images of
     ``image_ids`` (in that order); ``info`` is the card's metadata (see ``write_dataset_card``; needs
     ``annotator``, ``input_size``, ``map_size``, ``topk``, ``dtype``, ``num_classes``). A folder that
-    already holds maps is refused unless ``overwrite``.
+    already holds maps is refused unless ``overwrite``. ``layout``: see ``write_shard``.
     """
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f'{out}: exists and is not a folder')
     if shard_size < 1:
         raise UserError(f'shard_size={shard_size}: must be >= 1')
+    _check_layout(layout, (1, 1, 1))
     if out.is_dir() and (list_shards(str(out)) or (out / CARD_FILE).exists()):
         if not overwrite:
             raise UserError(f'{out} already holds label maps; pass overwrite=True to replace them')
@@ -422,7 +560,7 @@ def write_maps_folder(
             take = min(shard_size, len(ids) - start)
             s_all, c_all = torch.cat(buf_s), torch.cat(buf_c)
             write_shard(str(out), shard, num_shards, ids[start:start + take], s_all[:take], c_all[:take],
-                        info['dtype'], int(info['num_classes']))
+                        info['dtype'], int(info['num_classes']), layout)
             buf_s, buf_c = [s_all[take:]], [c_all[take:]]
             start, shard = start + take, shard + 1
             have -= take
