@@ -584,10 +584,10 @@ def add_mile_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     group.add_argument('--mile-keep-labels', action='store_true', default=False,
                        help="OR the given label into the student's pseudo-labels")
     group.add_argument('--mile-student', choices=STUDENT_MODES, default=None,
-                       help="continue (default, the authors' code): the student continues from the teacher's "
+                       help="continue (the authors' code): the student continues from the teacher's "
                             "weights; separate (Algorithm 1 literally): the student keeps its own weights and "
                             "optimizer state, and only imitates the teacher (it collapsed to 'every class' on "
-                            "digits-grid at kt=60, rho=0.1; see README)")
+                            "digits-grid at kt=60, rho=0.1; see README) (default: continue)")
     return group
 
 

@@ -198,9 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--min-lr', type=float, default=0, metavar='LR', help='lower LR bound')
     g.add_argument('--epochs', type=int, default=300, metavar='N', help='number of epochs')
     g.add_argument('--epoch-repeats', type=float, default=0., metavar='N',
-                   help='times the dataset is repeated per train epoch')
+                   help='pass over the training data N times a train epoch (ceil(N * samples), fresh shuffles; '
+                        '0: once); unlike timm, for every dataset, not only iterable ones')
     g.add_argument('--start-epoch', default=None, type=int, metavar='N', help='manual epoch number (on resume)')
-    g.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES')
+    g.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES',
+                   help='epochs at which multistep decays the LR (increasing)')
     g.add_argument('--decay-epochs', type=float, default=90, metavar='N', help='epoch interval to decay LR')
     g.add_argument('--warmup-epochs', type=int, default=5, metavar='N', help='epochs to warm up LR')
     g.add_argument('--warmup-prefix', action='store_true', default=False, help='exclude warmup from decay')
@@ -230,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--resplit', action='store_true', default=False,
                    help='do not random erase the first (clean) augmentation split')
     g.add_argument('--aug-repeats', type=float, default=0,
-                   help='augmentation repetitions per sample (distributed training, RepeatAugSampler)')
+                   help="timm's RepeatAugSampler: each image N times an epoch with its own augmentation, the repeats "
+                        "on different processes (also with one process, which timm refuses)")
     g.add_argument('--aug-splits', type=int, default=0, help='augmentation splits (0, or >= 2)')
     g.add_argument('--drop-connect', type=float, default=None, metavar='PCT',
                    help='drop connect rate (deprecated in timm, use --drop-path)')
@@ -299,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--deterministic', action='store_true', default=False,
                    help='deterministic GPU kernels (cuDNN, cuBLAS, scatter): bit-identical reruns and resumes on '
                         'the same machine, at some speed; CPU runs are deterministic without it')
-    g.add_argument('--worker-seeding', type=str, default='all', help='worker seed mode')
+    g.add_argument('--worker-seeding', type=str, default='all',
+                   help="timm's worker seeding: 'all' reseeds numpy in each DataLoader worker from its torch seed, "
+                        "'part' keeps the numpy seed torch gave it; augmentation is reseeded per sample from (seed, "
+                        "epoch, index) either way, so this reaches only random draws outside a sample's loading")
     g.add_argument('--log-interval', type=int, default=50, metavar='N', help='batches between log lines')
     g.add_argument('--val-interval', type=int, default=1, metavar='N',
                    help='epochs between validation and checkpointing')
@@ -316,12 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('-j', '--workers', type=int, default=4, metavar='N', help='data loading processes per rank')
     g.add_argument('--save-images', action='store_true', default=False,
                    help='save images of input batches every log interval, for debugging')
-    g.add_argument('--pin-mem', action='store_true', default=False, help='pin CPU memory in the DataLoader')
-    g.add_argument('--no-prefetcher', action='store_true', default=False, help="disable timm's fast prefetcher")
+    g.add_argument('--pin-mem', action='store_true', default=False,
+                   help='pin CPU memory in the DataLoaders (faster copies to a GPU, sometimes)')
+    g.add_argument('--no-prefetcher', action='store_true', default=False,
+                   help="no effect: this train.py has no prefetcher; it always loads as timm's does with "
+                        "--no-prefetcher (workers normalize and random-erase, Mixup/CutMix on the batch)")
     g.add_argument('--tta', type=int, default=0, metavar='N',
-                   help='test-time augmentation (oversampling) factor, 0 for none')
+                   help='test-time augmentation: evaluate the mean output of N views of each image (up to 10: '
+                        'center crop, its flip, the 4 corner crops, their flips); 0 for none')
     g.add_argument('--use-multi-epochs-loader', action='store_true', default=False,
-                   help='keep DataLoader workers alive across epochs')
+                   help="no effect: DataLoader workers already persist across epochs here (timm's "
+                        "MultiEpochsDataLoader also fetches the next epoch early, which per-epoch augmentation "
+                        "seeds do not allow)")
     g.add_argument('--amp', action='store_true', default=False, help='mixed precision (Accelerate autocast)')
     g.add_argument('--amp-dtype', default='float16', type=str, help='float16 or bfloat16 (bfloat16 on CPU)')
     g.add_argument('--output', default='', type=str, metavar='DIR',
@@ -359,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--train-size-random-mix', type=float, default=0.1,
                    help='fraction of uniform random sizes mixed into a progressive schedule')
     g.add_argument('--train-batches-per-epoch', '--train-steps-per-epoch', type=int, default=None,
-                   help='loader batches (before gradient accumulation) per epoch; inferred if unset')
+                   help='loader batches (before gradient accumulation) per epoch and process, passing over the '
+                        'data as often as needed; inferred if unset')
     g.add_argument('--variable-batch-loss-scale', default='none', type=str, choices=('none', 'sqrt', 'linear'),
                    help='scale gradients relative to the average scheduled batch size')
 
@@ -642,6 +655,9 @@ def _check_loader_flags(args: argparse.Namespace, mixing: bool) -> None:
         raise UserError(f'--worker-seeding {args.worker_seeding}: expected all or part')
     if args.tta > 10:
         raise UserError(f'--tta {args.tta}: at most 10 views (center, flip, 4 corners and their flips)')
+    if args.tta > 1 and getattr(args, 'naflex_loader', False):
+        raise UserError('--tta cannot be combined with --naflex-loader: the views are fixed-size crops, NaFlex '
+                        'evaluates patch sequences')
 
 
 def check_args(args: argparse.Namespace) -> None:
