@@ -17,7 +17,7 @@ import torch
 import yaml
 
 hypothesis = pytest.importorskip('hypothesis')
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from timm_multilabel.errors import UserError  # noqa: E402
@@ -50,9 +50,14 @@ def one_line_user_error(fn):
 # -- malformed label-map folders --------------------------------------------------------------
 
 VALUE = ['nan', 'inf', 'class_high', 'class_neg', 'uint8_offset', 'uint8_scale']
+# in layout 2 (fixed-shape [K, H, W] arrays) a row cannot be short or long: short_row / long_row /
+# shifted_rows there give the shard another shape than the card's, null_* a null inside a map
+# (odd rows) or a null map; mixed_layout writes shard 0 in the other layout, card_layout a wrong
+# or bad layout_version
 STRUCTURAL = ['short_row', 'long_row', 'shifted_rows', 'null_scores', 'null_classes', 'null_id', 'dup_id',
               'scores_type', 'classes_type', 'missing_column', 'truncate', 'card_field', 'card_missing',
-              'card_garbage', 'card_count', 'class_names']
+              'card_garbage', 'card_count', 'class_names', 'mixed_layout', 'card_layout']
+BAD_LAYOUTS = [3, 0, 'two', 2.5, True, [2], 'other']
 BAD_FIELD_VALUES = {
     'annotator': [5, '', None, ['a'], {'a': 1}],
     'input_size': ['big', -1, 0, 2.5, True, [1, 2], None],
@@ -68,8 +73,12 @@ def folders(draw, mutations=VALUE + STRUCTURAL + ['none'] * 4 + ['flip']):
     case = dict(
         n=draw(st.integers(1, 6)), k=draw(st.integers(1, 3)), h=draw(st.integers(1, 3)), w=draw(st.integers(1, 3)),
         num_classes=draw(st.sampled_from([3, 10, 300, 40000])), dtype=draw(st.sampled_from(MAP_DTYPES)),
-        shards=draw(st.integers(1, 2)), seed=draw(st.integers(0, 2 ** 16)), mutation=draw(st.sampled_from(mutations)))
+        shards=draw(st.integers(1, 2)), seed=draw(st.integers(0, 2 ** 16)), mutation=draw(st.sampled_from(mutations)),
+        layout=draw(st.sampled_from([1, 2])))
     m = case['mutation']
+    if m == 'mixed_layout':
+        case['n'], case['shards'] = max(case['n'], 2), 2
+    case['bad_layout'] = draw(st.sampled_from(BAD_LAYOUTS))
     if m in ('uint8_offset', 'uint8_scale'):
         case['dtype'] = 'uint8'
     if m in ('nan', 'inf') and case['dtype'] == 'uint8':
@@ -87,6 +96,24 @@ def folders(draw, mutations=VALUE + STRUCTURAL + ['none'] * 4 + ['flip']):
     case['cut'] = draw(st.floats(0.0, 0.999))
     case['value'] = draw(st.sampled_from([math.nan, math.inf, -math.inf, 1e39]))
     return case
+
+
+def _case(layout, mutation, **kw):
+    """One fixed case (besides the drawn ones): both layouts are always covered."""
+    return dict(dict(n=4, k=2, h=2, w=3, num_classes=300, dtype='float16', shards=2, seed=7, mutation=mutation,
+                     layout=layout, row=1, field='topk', bad_value=0, garbage='', cut=0.5, value=math.nan,
+                     bad_layout='other'), **kw)
+
+
+LAYOUT_EXAMPLES = [_case(1, 'none'), _case(2, 'none'), _case(2, 'none', dtype='uint8', num_classes=40000, shards=1),
+                   _case(2, 'short_row'), _case(2, 'null_scores'), _case(1, 'mixed_layout'), _case(2, 'card_layout'),
+                   _case(2, 'nan')]
+
+
+def _with_layout_examples(test):
+    for case in reversed(LAYOUT_EXAMPLES):
+        test = example(case=case)(test)
+    return test
 
 
 def _expected(case):
@@ -108,9 +135,35 @@ def _list_column(rows, value_type):
     return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array([r is None for r in rows]))
 
 
+def _fixed_column(rows, value_type, shape, null_inside=None):
+    """[K, H, W] fixed-size lists of flat rows (None: a null map); ``null_inside``: a row whose first
+    [H, W] plane is null."""
+    numel = int(np.prod(shape))
+    values = np.concatenate([np.zeros(numel) if r is None else np.asarray(r) for r in rows])
+    arr = pa.array(values.astype(value_type.to_pandas_dtype()), value_type)
+    for level in (2, 1, 0):  # rows of W, [H, W] planes, the maps
+        mask = None
+        if level == 0:
+            mask = pa.array([r is None for r in rows])
+        elif level == 1 and null_inside is not None:
+            planes = np.zeros(len(arr) // shape[1], bool)
+            planes[null_inside * shape[0]] = True
+            mask = pa.array(planes)
+        arr = pa.FixedSizeListArray.from_arrays(arr, shape[level], mask=mask)
+    return arr
+
+
+def _map_column(rows, value_type, case, shape, null_inside=None):
+    if case['layout'] == 1:
+        return _list_column(rows, value_type)
+    return _fixed_column(rows, value_type, shape, null_inside)
+
+
 def build_folder(root, case):
-    """Write the case's folder; returns (folder, expected scores, expected classes)."""
+    """Write the case's folder (layout ``case['layout']``); returns (folder, expected scores,
+    expected classes)."""
     m, nc, dtype = case['mutation'], case['num_classes'], case['dtype']
+    layout, shape3 = case['layout'], (case['k'], case['h'], case['w'])
     enc = _expected(case)
     n, numel = enc.scores.shape
     scores = [r.copy() for r in enc.scores]
@@ -119,6 +172,17 @@ def build_folder(root, case):
     scale = None if enc.scale is None else enc.scale.copy()
     ids = [f'd{i % 2}/img_{i:03d}' for i in range(n)]
     r = case['row']
+    null_inside = {}
+    if layout == 2 and m in ('short_row', 'long_row', 'shifted_rows'):
+        # another shape than the card's: one more column (x) in every map of every shard
+        k, h, w = shape3
+        shape3 = (k, h, w + 1)
+        scores = [np.concatenate([x.reshape(k, h, w), x.reshape(k, h, w)[..., :1]], -1).reshape(-1) for x in scores]
+        classes = [np.concatenate([x.reshape(k, h, w), x.reshape(k, h, w)[..., :1]], -1).reshape(-1) for x in classes]
+        m = 'reshaped'
+    elif layout == 2 and m in ('null_scores', 'null_classes') and r % 2:
+        null_inside[m[5:]] = r  # a null [H, W] plane inside map r (row r of its shard when in shard 0)
+        m = 'null_inside'
     if m in ('nan', 'inf'):
         scores[r][r % numel] = (np.nan if math.isnan(case['value']) else np.inf) if m == 'nan' else -np.inf
     elif m == 'class_high':
@@ -158,8 +222,11 @@ def build_folder(root, case):
     num_shards = -(-n // per)
     for s in range(num_shards):
         sl = slice(s * per, (s + 1) * per)
-        cols = {'image_id': pa.array(ids[sl], pa.string()), 'scores': _list_column(scores[sl], score_type),
-                'classes': _list_column(classes[sl], class_type)}
+        c = dict(case, layout=3 - layout) if m == 'mixed_layout' and s == 0 else case
+        inside = {k: v - s * per for k, v in null_inside.items() if s * per <= v < (s + 1) * per}
+        cols = {'image_id': pa.array(ids[sl], pa.string()),
+                'scores': _map_column(scores[sl], score_type, c, shape3, inside.get('scores')),
+                'classes': _map_column(classes[sl], class_type, c, shape3, inside.get('classes'))}
         if dtype == 'uint8':
             cols['offset'] = pa.array(offset[sl], pa.float32())
             cols['scale'] = pa.array(scale[sl], pa.float32())
@@ -178,6 +245,10 @@ def build_folder(root, case):
             open(path, 'wb').write(bytes(data))
     meta = dict(annotator='fuzz', input_size=32, map_size=[case['h'], case['w']], topk=case['k'], dtype=dtype,
                 num_classes=nc, num_images=n)
+    if layout == 2 or case['seed'] % 2:  # layout 1: cards written before layout_version had none
+        meta['layout_version'] = layout
+    if m == 'card_layout':
+        meta['layout_version'] = 3 - layout if case['bad_layout'] == 'other' else case['bad_layout']
     if m == 'card_field':
         meta[case['field']] = case['bad_value']
     elif m == 'card_missing':
@@ -195,7 +266,7 @@ def build_folder(root, case):
         with open(card, 'w', encoding='utf-8') as f:
             f.write('---\n' + yaml.safe_dump({'license': 'other', 'label_maps': meta}) + '---\n# maps\n')
     shape = (n, case['k'], case['h'], case['w'])
-    if m in STRUCTURAL or m == 'flip':  # refused (or garbled): nothing to compare
+    if m in STRUCTURAL or m in ('flip', 'reshaped', 'null_inside'):  # refused (or garbled): nothing to compare
         return folder, ids, None, None
     stored = np.stack(scores).astype(np.float32)
     with np.errstate(all='ignore'):
@@ -215,6 +286,7 @@ def _check_store(store, case, ids, want_scores, want_classes, faithful):
 
 @FUZZ
 @given(case=folders())
+@_with_layout_examples
 def test_fuzz_load_label_maps_verified(case):
     """load_label_maps (verifying): a good folder reads back exactly, anything else is one UserError line."""
     with tempfile.TemporaryDirectory() as root:
@@ -238,6 +310,7 @@ def test_fuzz_load_label_maps_verified(case):
 @pytest.mark.filterwarnings('ignore::RuntimeWarning')  # uint8 offset/scale of inf decode faithfully to inf
 @FUZZ
 @given(case=folders(mutations=VALUE + STRUCTURAL + ['none'] * 3))
+@_with_layout_examples
 def test_fuzz_label_map_store_unverified(case):
     """LabelMapStore without the pre-flight: structural damage is one UserError line, values come back as
     written (NaN, out-of-range ids are the pre-flight's job)."""
@@ -265,7 +338,8 @@ _GOOD = dict(annotator='m', input_size=32, map_size=[3, 3], topk=2, dtype='float
 
 
 @FUZZ
-@given(changes=st.dictionaries(st.sampled_from(sorted(_GOOD) + ['class_names', 'num_images']), _values,
+@given(changes=st.dictionaries(st.sampled_from(sorted(_GOOD) + ['class_names', 'num_images', 'layout_version']),
+                               st.one_of(_values, st.sampled_from([1, 2])),
                                max_size=3),
        drop=st.lists(st.sampled_from(sorted(_GOOD)), max_size=2))
 def test_fuzz_card_reader(changes, drop):
@@ -283,6 +357,7 @@ def test_fuzz_card_reader(changes, drop):
     assert isinstance(info['map_size'], tuple) and len(info['map_size']) == 2
     assert all(type(v) is int and v > 0 for v in info['map_size'])
     assert info['dtype'] in MAP_DTYPES and isinstance(info['annotator'], str)
+    assert info['layout_version'] in (1, 2) and type(info['layout_version']) is int
     names = info.get('class_names')
     assert names is None or (len(names) == info['num_classes'] and all(isinstance(x, str) for x in names))
 

@@ -155,7 +155,7 @@ def check_one_layout(folder: str, schemas: Sequence[Tuple[str, pa.Schema]]) -> O
         if layout is not None:
             seen.setdefault(layout, path)
     if len(seen) > 1:
-        (a, pa_), (b, pb) = sorted(seen.items())
+        (a, pa_), (b, pb) = sorted(seen.items(), key=lambda kv: kv[1])  # in file order
         raise UserError(f'label maps {folder}: shards in two layouts, {os.path.basename(pa_)} in {LAYOUT_NAMES[a]} '
                         f'and {os.path.basename(pb)} in {LAYOUT_NAMES[b]}; a folder holds one layout '
                         f'(write it again in one)')
