@@ -6,7 +6,7 @@ timm's train.py flags with timm's meanings, on Hugging Face Accelerate:
     python train.py                                    # small ResNet on built-in digits-grid
     python train.py --mile --mile-kt 60 --mile-ks 15 --mile-rho 0.1
     python train.py --data-dir /imagenet --dataset '' --model resnet50 --relabel-maps org/relabel-maps
-    accelerate launch train.py -c config.yaml           # many GPUs / nodes
+    accelerate launch --multi_gpu --num_processes 8 train.py -c config.yaml   # 8 GPUs (--multi_gpu also on CPU)
 
 The loop reads top to bottom: data, model, loss and task, optimizer and schedule, Accelerate's
 ``prepare``, then epochs of (train, evaluate, checkpoint). Everything else is in
