@@ -110,6 +110,21 @@ def test_a_resumed_epoch_loads_the_same_batches_for_any_workers():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches[0], batches[1]))
 
 
+def test_epoch_length_flags_reach_the_schedule():
+    vb = _loader(*SCHEDULED, '--train-batches-per-epoch', '5', processes=2)
+    assert len(vb.batch_sampler) == 2 * 5  # 5 batches an epoch for each process, as timm's num_batches
+    vb.set_epoch(0)
+    items = [i for batch in vb.batch_sampler for i, _ in batch]
+    assert len(items) == len(set(items))  # fresh passes (copies), not the same samples cycled again
+    vb = _loader(*SCHEDULED, '--epoch-repeats', '2')
+    vb.set_epoch(0)
+    items = [i for batch in vb.batch_sampler for i, _ in batch]
+    assert sum(b for _, b in vb.batch_sampler.schedule) > N and max(items) < 2 * N  # two passes: copies 0 and 1
+    assert Counter(i % N for i in items).most_common(1)[0][1] <= 2
+    first, second = vb.dataset[(3, 0)], vb.dataset[(N + 3, 0)]  # image 3, twice: its own draws each time
+    assert first[1] == second[1] and not torch.equal(first[0], second[0])
+
+
 def test_relabel_targets_do_not_depend_on_the_scheduled_size(tmp_path):
     train_set = DigitsGrid('train', num_samples=N, seed=1)
     maps = write_oracle_maps(train_set, tmp_path / 'maps')
