@@ -345,3 +345,32 @@ def test_two_layouts_in_one_folder_are_refused(tmp_path, cache):
         with pytest.raises(UserError) as e:
             fn()
         assert re.search(want, str(e.value)) and '\n' not in str(e.value)
+
+
+def test_training_reads_flat_and_fixed_folders_alike(tmp_path):
+    """train.py's LabelPooling path (build_relabel_training: store -> collate) gives the same targets
+    for the same maps and crops whichever layout the folder is in."""
+    import argparse
+    import random
+    from timm_multilabel.data.digits_grid import DigitsGrid
+    from timm_multilabel.data.digits_maps import oracle_maps
+    from timm_multilabel.relabel.writer import write_maps_folder
+    from timm_multilabel.training.relabel import build_relabel_training
+    transform = dict(input_size=(3, 24, 24), scale=(0.3, 1.0), ratio=(0.75, 1.33), hflip=0.5, interpolation='bilinear',
+                     mean=(0.5,) * 3, std=(0.5,) * 3)
+    ds = DigitsGrid('train', num_samples=16, seed=3)
+    scores, classes = oracle_maps(ds)
+    info = dict(annotator='oracle', input_size=48, map_size=tuple(scores.shape[-2:]), topk=scores.shape[1],
+                dtype='float16', num_classes=10)
+    targets = []
+    for layout in (LAYOUT_FLAT, LAYOUT_FIXED):
+        folder = write_maps_folder(tmp_path / f'layout{layout}', ds.image_ids, [(scores, classes)], info,
+                                   shard_size=6, layout=layout)
+        args = argparse.Namespace(relabel_maps=str(folder), relabel_fill=0.0, relabel_mode='local')
+        boxed, collate = build_relabel_training(args, DigitsGrid('train', num_samples=16, seed=3), dict(transform), 10)
+        torch.manual_seed(0)
+        random.seed(0)
+        targets.append(collate([boxed[i] for i in range(16)])[1])
+    assert targets[0].shape == (16, 10) and torch.allclose(targets[0].sum(1), torch.ones(16))
+    assert torch.equal(targets[0], targets[1])
+    assert (targets[0].amax(1) < 0.99).any()  # real crops of several digits, not one-hot targets
