@@ -242,8 +242,9 @@ def test_naflex_eval_loader_pads_to_max_seq_len():
 @pytest.mark.parametrize('argv,message', [
     (['--naflex-loader', '--train-img-sizes', '16'], 'alternative loader modes'),
     (['--naflex-max-seq-len', '256'], '--naflex-max-seq-len applies to the NaFlex loader; add --naflex-loader'),
-    (['--train-batch-sizes', '8'], '--train-batch-sizes applies to scheduled resolutions; add --train-img-sizes'),
-    (['--naflex-loader', '--variable-batch-loss-scale', 'sqrt'], 'NaFlex uses --naflex-loss-scale'),
+    (['--train-batch-sizes', '8'], r'--train-batch-sizes applies to scheduled resolutions \(--train-img-sizes\); add'),
+    (['--naflex-loader', '--variable-batch-loss-scale', 'sqrt'], 'NaFlex batches take --naflex-loss-scale'),
+    (['--naflex-loader', '--train-size-probs', '1'], r'resolutions \(--train-img-sizes\)$'),
     (['--train-img-sizes', '16', '24', '--train-batch-sizes', '8'], '1 values for 2 --train-img-sizes'),
     (['--train-img-sizes', '16', '--train-size-schedule', 'progressive'], 'give two or more --train-img-sizes'),
     (['--train-img-sizes', '16', '24', '--train-size-random-mix', '0.5'], 'applies to --train-size-schedule prog'),

@@ -98,8 +98,9 @@ def check_variable_batch_args(args: argparse.Namespace) -> None:
         raise UserError('--naflex-loader and --train-img-sizes are alternative loader modes (as in timm); choose one')
     for dest, default in _SCHEDULED_ONLY.items():
         if mode != 'scheduled' and getattr(args, dest) != default:
-            hint = '; NaFlex uses --naflex-loss-scale' if dest == 'variable_batch_loss_scale' and mode else ''
-            raise UserError(f'{_flag(dest)} applies to scheduled resolutions; add --train-img-sizes{hint}')
+            hint = ('; NaFlex batches take --naflex-loss-scale' if dest == 'variable_batch_loss_scale' else '') \
+                if mode == 'naflex' else '; add --train-img-sizes'
+            raise UserError(f'{_flag(dest)} applies to scheduled resolutions (--train-img-sizes){hint}')
     for dest, default in _NAFLEX_ONLY.items():
         if mode != 'naflex' and getattr(args, dest) != default:
             raise UserError(f'{_flag(dest)} applies to the NaFlex loader; add --naflex-loader')
