@@ -125,6 +125,20 @@ def test_epoch_length_flags_reach_the_schedule():
     assert first[1] == second[1] and not torch.equal(first[0], second[0])
 
 
+def test_aug_repeats_give_each_process_its_timm_list_with_the_same_shape_per_step():
+    vb = _loader(*SCHEDULED, '--aug-repeats', '2', processes=2)
+    vb.set_epoch(1)
+    ranks = [list(BatchSamplerShard(vb.batch_sampler, num_processes=2, process_index=r)) for r in (0, 1)]
+    for a, b in zip(*ranks):
+        assert [c for _, c in a] == [c for _, c in b]
+        # R = 2 on 2 processes (timm's RepeatAugSampler): the two repeats of an image, one on each process,
+        # as different copies (their own augmentation draws)
+        assert [i % N for i, _ in a] == [i % N for i, _ in b] and all(i != j for (i, _), (j, _) in zip(a, b))
+    assert sum(len(batch) for batch in ranks[0]) <= math.ceil(N / 2)  # timm: N / num_replicas selected a rank
+    first = ranks[0][0][0]
+    assert vb.dataset[first][1] == vb.dataset[(first[0] % N, first[1])][1]  # copies read the same image
+
+
 def test_relabel_targets_do_not_depend_on_the_scheduled_size(tmp_path):
     train_set = DigitsGrid('train', num_samples=N, seed=1)
     maps = write_oracle_maps(train_set, tmp_path / 'maps')

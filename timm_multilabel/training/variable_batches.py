@@ -46,7 +46,7 @@ from ..errors import UserError
 from ..relabel.boxed_dataset import BoxedDataset
 from ..relabel.transforms import create_box_transform
 from ..evaluation import IndexedDataset
-from .loaders import Copies, EpochPasses, _loader_kwargs
+from .loaders import Copies, EpochPasses, RepeatAugBatches, _loader_kwargs
 
 __all__ = [
     'LOSS_SCALE_MODES', 'ChoiceSamples', 'GroupedScheduledBatchSampler', 'IndexedNaFlexCollate', 'NaFlexBatchCollate',
@@ -109,7 +109,6 @@ def check_variable_batch_args(args: argparse.Namespace) -> None:
     name = '--train-img-sizes' if mode == 'scheduled' else '--naflex-loader'
     refused = {
         'aug_splits': (args.aug_splits >= 2, 'augmentation splits need one fixed-shape batch to split'),
-        'aug_repeats': (bool(args.aug_repeats), 'the scheduled batch sampler draws every sample once per epoch'),
         'use_multi_epochs_loader': (args.use_multi_epochs_loader, 'timm refuses it too: the schedule is drawn '
                                                                   'per epoch'),
     }
@@ -451,13 +450,41 @@ def _choice_datasets(dataset: Dataset, transforms: Sequence[Callable], copies: i
     return [Copies(v, copies) for v in views] if copies > 1 else views
 
 
-def _epoch_items(args: argparse.Namespace, num_images: int, most_per_epoch: int) -> EpochPasses:
-    """The (seed, epoch) order of an epoch's items: one shuffled pass, ``--epoch-repeats`` passes, or
-    enough passes for ``most_per_epoch`` items (``--train-batches-per-epoch``), as the fixed-batch
-    loader has them (``loaders.EpochPasses``)."""
+class _RankInterleaved(Sampler):
+    """``--aug-repeats``: timm's RepeatAugSampler lists of every process (``loaders.RepeatAugBatches``),
+    interleaved item by item (rank 0's first, rank 1's first, ...), so that each group of
+    ``num_replicas`` consecutive items holds one item of each process's list: each process then
+    trains on its own timm list, an image's repeats on different processes."""
+
+    def __init__(self, ranks: RepeatAugBatches):
+        self.ranks = ranks
+        self.copies = ranks.copies
+
+    def set_epoch(self, epoch: int) -> None:
+        self.ranks.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.ranks)
+
+    def __iter__(self) -> Iterator[int]:
+        lists = [self.ranks.rank_items(r) for r in range(self.ranks.num_replicas)]
+        return (items[j] for j in range(len(lists[0])) for items in lists)
+
+
+def _epoch_items(args: argparse.Namespace, num_images: int, num_processes: int, batch_sizes: Sequence[int]
+                 ) -> Union[EpochPasses, _RankInterleaved]:
+    """The (seed, epoch) order of an epoch's items, as the fixed-batch loader has them
+    (``loaders``): one shuffled pass, ``--epoch-repeats`` passes, timm's ``--aug-repeats`` lists,
+    or with ``--train-batches-per-epoch K`` enough passes for K of the largest batches a process."""
+    num_batches = args.train_batches_per_epoch
+    if args.aug_repeats:
+        return _RankInterleaved(RepeatAugBatches(
+            num_images, max(batch_sizes) if num_batches else 1, num_replicas=num_processes,
+            num_repeats=args.aug_repeats, seed=args.seed, num_batches=num_batches,
+            epoch_repeats=args.epoch_repeats or 0.0))
     num_items = num_images
-    if args.train_batches_per_epoch is not None:
-        num_items = most_per_epoch
+    if num_batches is not None:
+        num_items = num_batches * max(batch_sizes) * num_processes
     elif (args.epoch_repeats or 0) > 1:
         num_items = math.ceil(args.epoch_repeats * num_images)
     return EpochPasses(num_images, num_items, seed=args.seed)
@@ -494,7 +521,7 @@ def build_variable_batches(
         batch_sizes = args.train_batch_sizes or [args.batch_size] * len(args.train_img_sizes)
         make = create_box_transform if boxed else partial(create_transform, is_training=True, no_aug=no_aug)
         transforms = [make(**{**kwargs, 'input_size': (channels, s, s)}) for s in args.train_img_sizes]
-        items = _epoch_items(args, num_images, (args.train_batches_per_epoch or 0) * max(batch_sizes) * num_processes)
+        items = _epoch_items(args, num_images, num_processes, batch_sizes)
         sampler = GroupedScheduledBatchSampler(
             items, batch_sizes, num_replicas=num_processes, seed=args.seed, choice_weights=args.train_size_probs,
             drop_last=True, num_batches=args.train_batches_per_epoch, choice_schedule=args.train_size_schedule,
@@ -520,7 +547,7 @@ def build_variable_batches(
         transforms = [create_transform(is_training=True, no_aug=no_aug, naflex=True, max_seq_len=s, patch_size=p,
                                        patchify_channels_last=channels_last, **kwargs) for s, p in choices]
         batch_sizes = naflex_batch_sizes(args.batch_size, seq_lens)
-        items = _epoch_items(args, num_images, (args.train_batches_per_epoch or 0) * max(batch_sizes) * num_processes)
+        items = _epoch_items(args, num_images, num_processes, batch_sizes)
         sampler = GroupedScheduledBatchSampler(
             items, batch_sizes, num_replicas=num_processes, seed=args.seed, drop_last=False,
             num_batches=args.train_batches_per_epoch,
