@@ -163,34 +163,40 @@ class RepeatAugBatches(RepeatAugSampler):
         """The [N] image order of one pass (timm: ``randperm`` seeded by the epoch alone)."""
         return torch.randperm(self.num_images, generator=_generator(self.seed, epoch, pass_index))
 
-    def _pass_items(self, rank: int, epoch: int, pass_index: int) -> List[int]:
-        """Rank ``rank``'s items of one pass, in timm's order: positions rank, rank + W, ... of the
-        repeated permutation (wrapping around), as copy numbers ``repeat + wrap * ceil(R)``."""
-        n = self.num_images
+    def _pass(self, epoch: int, pass_index: int) -> torch.Tensor:
+        """One pass of timm's repeated permutation, as items: position q holds the image of group
+        ``q // R`` of the permutation, as copy ``repeat + pass * copies_per_pass`` (the repeat: q's rank in its group)."""
         repeats = self.num_repeats
-        size = self._repeated_size
-        if size == int(repeats) * n and float(repeats).is_integer():
-            groups = torch.arange(size) // int(repeats)
-        else:
-            groups = torch.tensor([int(i // repeats) for i in range(size)], dtype=torch.long)
-        images = self.permutation(epoch, pass_index)[groups]
-        repeat = _repeat_numbers(groups)
+        if self._repeated_size == int(repeats) * self.num_images and float(repeats).is_integer():
+            groups = torch.arange(self._repeated_size) // int(repeats)
+        else:  # timm's rule for a fractional R
+            groups = torch.tensor([int(i // repeats) for i in range(self._repeated_size)], dtype=torch.long)
+        copy = _repeat_numbers(groups) + pass_index * self.copies_per_pass
+        return copy * self.num_images + self.permutation(epoch, pass_index)[groups]
+
+    def _rank_slice(self, items: torch.Tensor, rank: int) -> torch.Tensor:
+        """timm's share of rank ``rank``: positions rank, rank + W, ... (wrapping around: a wrap adds
+        ceil(R) copies), ``num_selected_samples`` of them."""
         positions = torch.arange(rank, self.total_size, self.num_replicas)[:self.num_selected_samples]
-        wrapped = positions % size
-        copy = repeat[wrapped] + (positions // size) * math.ceil(repeats) + pass_index * self.copies_per_pass
-        return (copy * n + images[wrapped]).tolist()
+        size = len(items)
+        return items[positions % size] + (positions // size) * math.ceil(self.num_repeats) * self.num_images
+
+    def _epoch_items(self, epoch: int) -> List[List[int]]:
+        """Every rank's items of an epoch, whole batches only."""
+        ranks: List[List[int]] = [[] for _ in range(self.num_replicas)]
+        for p in range(self.passes):
+            items = self._pass(epoch, p)
+            for rank in range(self.num_replicas):
+                ranks[rank] += self._rank_slice(items, rank).tolist()
+        return [items[:self.batches_per_rank * self.batch_size] for items in ranks]
 
     def rank_items(self, rank: int, epoch: Optional[int] = None) -> List[int]:
         """Rank ``rank``'s items of an epoch (default: the current one), whole batches only."""
-        epoch = self.epoch if epoch is None else epoch
-        items: List[int] = []
-        for p in range(self.passes):
-            items += self._pass_items(rank, epoch, p)
-        return items[:self.batches_per_rank * self.batch_size]
+        return self._epoch_items(self.epoch if epoch is None else epoch)[rank]
 
     def __iter__(self) -> Iterator[int]:
         b = self.batch_size
-        ranks = [self.rank_items(r) for r in range(self.num_replicas)]
+        ranks = self._epoch_items(self.epoch)
         for j in range(self.batches_per_rank):
             for items in ranks:
                 yield from items[j * b:(j + 1) * b]
