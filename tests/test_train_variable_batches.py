@@ -323,3 +323,19 @@ def test_scheduled_sizes_resume_mid_epoch_exactly(tmp_path, run):
     wa = torch.load(full / 'last.pth.tar', weights_only=True)['state_dict']
     wb = torch.load(part / 'last.pth.tar', weights_only=True)['state_dict']
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_naflex_under_two_processes_shards_the_schedule_and_counts_every_test_sample_once(tmp_path, run):
+    out = tmp_path / 'out'
+    run(['-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+         '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', '29523',
+         'train.py', *TINY_NAFLEX, '--val-num-samples', '33', '--epochs', '1', '--output', out],
+        env={'OMP_NUM_THREADS': '1'})
+    summary = json.loads((out / 'summary.json').read_text())
+    args = _args(*NAFLEX)
+    vb = build_variable_batches(args, create_dataset('digits-grid', split='train', seed=3, num_samples=96),
+                                train_transform_kwargs(args, DATA_CONFIG), None, 2, 10, model=_PatchModel())
+    assert summary['world_size'] == 2 and summary['num_updates'] == len(vb.batch_sampler) // 2
+    assert summary['eval_samples'] == summary['test_size'] == 33

@@ -277,7 +277,11 @@ class GroupedScheduledBatchSampler(ScheduledBatchSampler):
         if len(sampler) < self.num_replicas * min(batch_sizes):
             raise UserError(f'the training set has {len(sampler)} samples an epoch, fewer than one batch of '
                             f'{min(batch_sizes)} per process; lower the batch sizes')
-        super().__init__(_IndexGroups(sampler, self.num_replicas), batch_sizes, seed=seed, **kwargs)
+        try:
+            super().__init__(_IndexGroups(sampler, self.num_replicas), batch_sizes, seed=seed, **kwargs)
+        except ValueError as e:  # e.g. no full batch of the progressive average fits the epoch
+            raise UserError(f'the scheduled batches of {list(batch_sizes)} do not fit the {len(sampler)} training '
+                            f'samples an epoch ({e})') from None
 
     def __len__(self) -> int:
         return super().__len__() * self.num_replicas
@@ -302,7 +306,7 @@ def _seeded_global_rng(seed: int):
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA streams stay untouched
     try:
         yield
     finally:
