@@ -36,7 +36,7 @@ from .task import LoopTask
 
 __all__ = [
     'LogitDistillation', 'FeatureDistillation', 'TokenDistillation', 'load_teacher', 'teacher_source',
-    'DISTILL_TASKS',
+    'cast_float_inputs', 'DISTILL_TASKS',
 ]
 
 # --kd-distill-type -> registered task name
@@ -74,6 +74,14 @@ class TokenDistillation(_LoopDistillation, TokenDistillationTask):
     """timm's token distillation (a student with a distillation head, e.g. DeiT distilled)."""
 
     name = 'token_distillation'
+
+
+def cast_float_inputs(module: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the floating-point inputs of ``module`` to ``dtype`` on the way in (a forward pre-hook):
+    a model in ``--model-dtype`` bfloat16 fed float32 images."""
+    def _cast(_module, inputs):
+        return tuple(x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() else x for x in inputs)
+    module.register_forward_pre_hook(_cast)
 
 
 def teacher_source(name: str) -> str:
@@ -132,6 +140,8 @@ def load_teacher(
     else:
         result = DistillationTeacher(teacher.to(device=device, dtype=dtype), device=device, dtype=dtype)
     result.requires_grad_(False)
+    if dtype is not None and dtype != torch.float32:
+        cast_float_inputs(result.model, dtype)
     return result.eval()
 
 

@@ -99,6 +99,7 @@ BUILTIN_MODULES = (
     'timm_multilabel.task',
     'timm_multilabel.mixing',
     'timm_multilabel.mile',
+    'timm_multilabel.distill',
     'timm_multilabel.relabel.collate',
 )
 

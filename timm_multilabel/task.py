@@ -14,8 +14,11 @@ defaults so that the loop calls them unconditionally:
 The loop, in order::
 
     task = create_task(name, model=model, criterion=criterion, ...)   # a LoopTask
-    task.attach_optimizer(optimizer)
+    optimizer = create_optimizer_v2(task.get_trainable_module(), ...)
     if ema: task.setup_ema(decay)
+    if compile: task.compile(backend)
+    task.use_prepared(accelerator.prepare(task.get_trainable_module()))
+    task.attach_optimizer(optimizer)
     for images, target in loader:
         loss = task(images, target)['loss']
         loss.backward(); clip(task.get_clip_parameters()); optimizer.step(); optimizer.zero_grad()
@@ -56,6 +59,12 @@ class LoopTask(TrainingTask):
     def log_state(self) -> Dict[str, Any]:
         """Plain, JSON-able values worth logging each epoch (``{}``: nothing to log)."""
         return {}
+
+    def use_prepared(self, module: nn.Module) -> None:
+        """Train through ``module``: the trainable module as the loop's distributed wrapper returned it
+        (Accelerate's ``prepare``, DDP under several processes). The loop's counterpart of timm's
+        ``prepare_distributed``, which wraps the module in DDP itself."""
+        self.trainable_module = module
 
     def setup_ema(
             self,

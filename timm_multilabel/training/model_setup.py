@@ -25,10 +25,12 @@ from typing import Any, Dict, Optional
 import timm
 import torch
 import torch.nn as nn
+import torchvision
 from accelerate.utils import DistributedDataParallelKwargs
 from timm.layers import convert_splitbn_model, convert_sync_batchnorm, set_fast_norm
 from timm.utils import distribute_bn, set_jit_fuser
 
+from ..distill import cast_float_inputs
 from ..errors import UserError
 from ..fileio import atomic_path
 from .sync_bn import make_cpu_syncable
@@ -52,6 +54,9 @@ def check_model_flags(args) -> None:
     if _get(args, 'torchscript') and _get(args, 'kd_model_name'):
         raise UserError('--torchscript with --kd-model-name: the distillation task needs the timm model, not a '
                         'scripted one; use --torchcompile')
+    if _get(args, 'torchscript') and _get(args, 'model_dtype') not in (None, '', 'float32'):
+        raise UserError(f'--torchscript with --model-dtype {args.model_dtype}: the scripted model cannot cast its float32 '
+                        f'input images; use --torchcompile')
     if _get(args, 'fuser', '') not in FUSERS:
         raise UserError(f'--fuser {args.fuser}: expected one of te, old, nvfuser (or "" for torch\'s default)')
     drop_connect, drop_path = _get(args, 'drop_connect'), _get(args, 'drop_path')
@@ -191,7 +196,7 @@ def prepare_model_layers(model: nn.Module, args, device: torch.device, num_proce
     dtype = getattr(torch, args.model_dtype) if _get(args, 'model_dtype') else None
     model.to(device=device, dtype=dtype)
     if dtype is not None and dtype != torch.float32:
-        cast_inputs(model, dtype)
+        cast_float_inputs(model, dtype)  # timm's loaders hand it images of that dtype; ours float32
     if _get(args, 'channels_last'):
         model.to(memory_format=torch.channels_last)
     if _get(args, 'sync_bn'):
@@ -202,14 +207,6 @@ def prepare_model_layers(model: nn.Module, args, device: torch.device, num_proce
         else:
             _logger.info('--sync-bn: one process, so BatchNorm is left as it is (as timm does)')
     return model
-
-
-def cast_inputs(model: nn.Module, dtype: torch.dtype) -> None:
-    """Cast floating-point inputs of ``model`` to ``dtype`` (``--model-dtype``: timm's loaders hand it
-    images of that dtype; ours give float32)."""
-    def _cast(_module, inputs):
-        return tuple(x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() else x for x in inputs)
-    model.register_forward_pre_hook(_cast)
 
 
 def distribute_bn_stats(model: nn.Module, mode: str, num_processes: int) -> bool:
@@ -243,6 +240,5 @@ def synchronize(device: torch.device) -> None:
 def save_batch_images(images: torch.Tensor, path: Path) -> None:
     """``--save-images``: the input batch ``images`` [B, C, H, W] as one JPEG grid at ``path``, each
     image min-max normalized (timm: ``torchvision.utils.save_image(..., padding=0, normalize=True)``)."""
-    import torchvision
     with atomic_path(path) as tmp:
         torchvision.utils.save_image(images.detach().float().cpu(), tmp, format='JPEG', padding=0, normalize=True)
