@@ -266,6 +266,7 @@ def test_naflex_eval_loader_pads_to_max_seq_len():
     (['--train-img-sizes', '16', '24', '--train-batch-sizes', '8', '5', '--mixup', '0.2'], 'need even batch sizes'),
     (['--train-img-sizes', '16', '--use-multi-epochs-loader'], 'cannot be combined with --train-img-sizes'),
     (['--naflex-loader', '--channels-last'], 'NaFlex inputs are patch sequences'),
+    (['--naflex-loader', '--save-images'], '--save-images cannot be combined with --naflex-loader'),
     (['--naflex-loader', '--mixup', '0.2', '--mixup-mode', 'pair'], "no 'pair' or 'elem' mode"),
     (['--naflex-loader', '--cutmix', '1', '--cutmix-minmax', '0.2', '0.8'], 'cannot be combined with --naflex'),
     (['--naflex-loader', '--naflex-patch-size-probs', '1'], '--naflex-patch-sizes'),

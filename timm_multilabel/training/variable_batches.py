@@ -115,6 +115,8 @@ def check_variable_batch_args(args: argparse.Namespace) -> None:
     if mode == 'naflex':
         refused.update({
             'channels_last': (args.channels_last, 'NaFlex inputs are patch sequences, not NCHW images'),
+            'save_images': (getattr(args, 'save_images', False), 'it writes image batches [B, C, H, W]; NaFlex '
+                                                                 'batches are patch sequences'),
             'tta': (bool(getattr(args, 'tta', 0)), 'evaluation runs on NaFlex patch sequences, not image crops'),
             'mixup_mode': (args.mixup_mode != 'batch', "NaFlexMixup mixes aspect-sorted pairs, one lambda per "
                                                        "batch; it has no 'pair' or 'elem' mode"),
