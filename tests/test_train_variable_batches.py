@@ -312,12 +312,14 @@ def test_scheduled_sizes_resume_mid_epoch_exactly(tmp_path, run):
     full, part = tmp_path / 'full', tmp_path / 'part'
     argv = [*TINY, '--epochs', '2', '--train-img-sizes', '16', '24', '32', '--train-batch-sizes', '16', '12', '8',
             '--train-size-schedule', 'progressive', '--variable-batch-loss-scale', 'linear', '--mixup', '0.2']
-    run(['train.py', *argv, '--output', full])
+    env = {'OMP_NUM_THREADS': '1'}  # tiny convolutions: one thread each is fastest on the shared CPUs
+    run(['train.py', *argv, '--output', full], env=env)
     part_argv = [*argv, '--checkpoint-every', '3']  # --workers: the loader-level test above
-    kill_when(['train.py', *part_argv, '--output', part], lambda: (part / 'last.pth.tar').exists(), what='train.py')
+    kill_when(['train.py', *part_argv, '--output', part], lambda: (part / 'last.pth.tar').exists(), env=env,
+              what='train.py')
     progress = torch.load(part / 'last.pth.tar', weights_only=True)['epoch_progress']
     assert progress['batches'] == 3
-    run(['train.py', *part_argv, '--output', part, '--resume', part])
+    run(['train.py', *part_argv, '--output', part, '--resume', part], env=env)
     a = json.loads((full / 'summary.json').read_text())
     b = json.loads((part / 'summary.json').read_text())
     assert a['metrics'] == b['metrics'] and a['num_updates'] == b['num_updates']
