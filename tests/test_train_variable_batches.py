@@ -147,6 +147,8 @@ def test_relabel_targets_do_not_depend_on_the_scheduled_size(tmp_path):
     vb = _loader('--relabel-maps', str(maps), *SCHEDULED, dataset=boxed, collate=collate)
     vb.set_epoch(1)
     small, large = vb.dataset[(5, 0)], vb.dataset[(5, 2)]
+    batch = vb.dataset.__getitems__([(5, 0), (9, 0)])  # how the DataLoader fetches: the same draws
+    assert torch.equal(batch[0][0], small[0]) and torch.equal(batch[1][0], vb.dataset[(9, 0)][0])
     assert small[0].shape[-1] == 16 and large[0].shape[-1] == 32
     assert torch.equal(small[1]['box'], large[1]['box'])  # the sample's crop is drawn the same at any size
     for images, targets in vb.loader:

@@ -232,12 +232,23 @@ class ChoiceSamples(Dataset):
     def __len__(self) -> int:
         return len(self.choices[0])
 
+    def _tagged(self, item: Any, sample_index: int, choice: int) -> Any:
+        return item if item is None or not self.tag else (*item, choice, sample_index)
+
     def __getitem__(self, index: Tuple[int, int]) -> Any:
         sample_index, choice = index
-        item = self.choices[choice][sample_index]
-        if item is None or not self.tag:
-            return item
-        return (*item, choice, sample_index)
+        return self._tagged(self.choices[choice][sample_index], sample_index, choice)
+
+    def __getitems__(self, indices: Sequence[Tuple[int, int]]) -> List[Any]:
+        """A batch's items (one choice, as the scheduled sampler gives them), drawn exactly as
+        ``self[index]`` would, through ``SeededSamples.__getitems__`` where it has one."""
+        choice = indices[0][1]
+        seeded = self.choices[choice]
+        # the class's own method only: SeededSamples forwards unknown attributes to the wrapped dataset
+        if not hasattr(type(seeded), '__getitems__') or any(c != choice for _, c in indices):
+            return [self[index] for index in indices]
+        items = seeded.__getitems__([i for i, _ in indices])
+        return [self._tagged(item, i, choice) for item, (i, _) in zip(items, indices)]
 
 
 # ---------------------------------------------------------------------------------------------- sampling
