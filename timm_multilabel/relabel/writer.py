@@ -18,8 +18,9 @@ Parquet: zstd, byte-stream-split for the scores and class ids. Two layouts of ``
   ``load_dataset(folder).with_format('torch')`` gives ``[K, H, W]`` tensors;
 * 1 (``LAYOUT_FLAT``, folders written before): one list of K*H*W values in ``[K, H, W]`` order;
   a card without ``layout_version`` is layout 1. Both are read; a folder holds one layout.
- A shard is written to a hidden temp file in ``data/`` and
-renamed into place, so a shard file that exists is complete: shards are the unit of resume.
+
+A shard is written to a hidden temp file in ``data/`` and renamed into place, so a shard file
+that exists is complete: shards are the unit of resume.
 """
 from __future__ import annotations
 
@@ -162,16 +163,20 @@ def check_one_layout(folder: str, schemas: Sequence[Tuple[str, pa.Schema]]) -> O
     return next(iter(seen), None)
 
 
-def folder_layout(folder: str, shards: Optional[Sequence[str]] = None) -> Optional[int]:
-    """The layout of the shards in ``folder`` (their Parquet footers only); see ``check_one_layout``."""
+def _read_schemas(shards: Sequence[str]) -> List[Tuple[str, pa.Schema]]:
     schemas = []
-    for path in list_shards(folder) if shards is None else shards:
+    for path in shards:
         try:
             schemas.append((path, pq.read_schema(path)))
         except Exception as e:  # noqa: BLE001 -- truncated, garbled: one line
             raise UserError(f'unreadable label-map shard {path} ({type(e).__name__}: '
                             f'{" ".join(str(e).split())[:200]})') from e
-    return check_one_layout(folder, schemas)
+    return schemas
+
+
+def folder_layout(folder: str, shards: Optional[Sequence[str]] = None) -> Optional[int]:
+    """The layout of the shards in ``folder`` (their Parquet footers only); see ``check_one_layout``."""
+    return check_one_layout(folder, _read_schemas(list_shards(folder) if shards is None else shards))
 
 
 def maps_table(image_ids: Sequence[str], encoded: EncodedMaps, dtype: str, num_classes: int,
@@ -384,15 +389,20 @@ def write_dataset_card(folder: str, info: Dict[str, Any]) -> str:
     dtype, num_classes = info['dtype'], int(info['num_classes'])
     h, w = (int(v) for v in info['map_size'])
     topk = int(info['topk'])
-    layout = folder_layout(folder, shards) or LAYOUT_VERSION
+    schemas = _read_schemas(shards)
+    layout = check_one_layout(folder, schemas)
+    if layout is None:
+        raise UserError(f'label maps {folder}: the scores of {os.path.basename(shards[0])} are neither '
+                        f'{LAYOUT_NAMES[LAYOUT_FLAT]} nor {LAYOUT_NAMES[LAYOUT_FIXED]}')
     if info.get('layout_version') is not None and info['layout_version'] != layout:
         raise UserError(f'label maps {folder}: the shards are in {LAYOUT_NAMES[layout]}, '
                         f'not layout_version {info["layout_version"]!r}')
-    if layout == LAYOUT_FIXED:
-        got = shard_layout(pq.read_schema(shards[0]))[1]
+    for path, schema in schemas if layout == LAYOUT_FIXED else ():
+        got = shard_layout(schema)[1]
         if got != (topk, h, w):
-            raise UserError(f'label maps {folder}: the shards hold {list(got)} maps, the card\'s topk and map_size '
-                            f'say {[topk, h, w]}')
+            what = f'{list(got)} maps' if got else 'no [K, H, W] arrays'
+            raise UserError(f'label maps {folder}: {os.path.basename(path)} holds {what}, the card\'s '
+                            f'topk and map_size say {[topk, h, w]}')
     class_names = info.get('class_names')
     if class_names is not None and len(class_names) != num_classes:
         raise UserError(f'label-map info: {len(class_names)} class names for {num_classes} classes')
