@@ -60,3 +60,24 @@ def test_batches_are_the_same_for_any_number_of_workers():
 def test_sample_seed_spreads_neighbours():
     seeds = {sample_seed(s, e, i) for s in range(3) for e in range(3) for i in range(100)}
     assert len(seeds) == 900 and all(0 <= x < 2 ** 63 for x in seeds)
+
+
+def test_a_batch_is_drawn_as_its_items_with_one_save_of_the_generators(monkeypatch):
+    import timm_multilabel.data.seeded as seeded
+
+    ds = SeededSamples(RandomDraws(), seed=5)
+    ds.set_epoch(1)
+    one_by_one = [ds[i] for i in (7, 2, 7, 11)]
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    expected = (random.random(), np.random.rand(), torch.rand(()).item())
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    batch = ds.__getitems__([7, 2, 7, 11])
+    assert all(torch.equal(a, b) for a, b in zip(batch, one_by_one)) and len(batch) == 4
+    assert (random.random(), np.random.rand(), torch.rand(()).item()) == expected  # restored after the batch
+    # the DataLoader fetches whole batches this way: 3 batches, 3 saves (12 with one per item)
+    saves = []
+    kept = seeded._global_generators_kept
+    monkeypatch.setattr(seeded, '_global_generators_kept', lambda: saves.append(1) or kept())
+    batches = torch.cat(list(DataLoader(ds, batch_size=4)))
+    assert len(saves) == 3
+    assert torch.equal(batches, torch.stack([ds[i] for i in range(12)]))

@@ -7,11 +7,17 @@ three generators from ``(seed, epoch, index)`` around each ``__getitem__`` and r
 afterwards. A sample then looks the same whatever ``--workers`` is, and a run resumed in the
 middle of an epoch (skipping the batches it already trained on) draws exactly what an
 uninterrupted run would have drawn.
+
+A DataLoader fetches a whole batch through :meth:`SeededSamples.__getitems__`: each item is seeded
+as in ``__getitem__``, but the generators are saved and restored once around the batch (saving
+numpy's state costs about as much as loading a small image; nothing else draws between the
+items of a batch, so the draws are the same).
 """
 from __future__ import annotations
 
 import random
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +32,24 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
     return (x ^ (x >> 31)) & _MASK63
+
+
+def _seed_generators(s: int) -> None:
+    random.seed(s)
+    np.random.seed(s & 0xFFFFFFFF)
+    torch.default_generator.manual_seed(s)  # the CPU generator only: CUDA streams stay untouched
+
+
+@contextmanager
+def _global_generators_kept() -> Iterator[None]:
+    """Restores the ``random``, ``numpy.random`` and torch CPU generators on exit."""
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
 
 
 class SeededSamples(Dataset):
@@ -53,17 +77,20 @@ class SeededSamples(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Any:
-        s = sample_seed(self.seed, self.epoch, int(index))
-        py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        random.seed(s)
-        np.random.seed(s & 0xFFFFFFFF)
-        torch.default_generator.manual_seed(s)  # the CPU generator only: CUDA streams stay untouched
-        try:
+        with _global_generators_kept():
+            _seed_generators(sample_seed(self.seed, self.epoch, int(index)))
             return self.dataset[index]
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-            torch.set_rng_state(torch_state)
+
+    def __getitems__(self, indices: Sequence[int]) -> List[Any]:
+        """The items of one batch (torch's DataLoader fetches batches this way), each drawn exactly as
+        ``self[index]`` would; the global generators are saved and restored once per batch."""
+        epoch = self.epoch
+        items = []
+        with _global_generators_kept():
+            for index in indices:
+                _seed_generators(sample_seed(self.seed, epoch, int(index)))
+                items.append(self.dataset[index])
+        return items
 
     def __getattr__(self, name: str) -> Any:
         if name in ('dataset', '_epoch'):  # not yet set (unpickling): avoid recursing
