@@ -194,6 +194,43 @@ def test_lr_noise_cycle_and_k_decay_reach_the_scheduler():
     assert any(lr_at(ours, e) != pytest.approx(lr_at(plain, e)) for e in (3, 7, 12))
 
 
+def test_agc_clipping_leaves_the_classifier_out():
+    """--clip-mode agc clips through task.get_clip_parameters(exclude_head=True), as timm's train.py."""
+    import copy
+
+    from accelerate import Accelerator
+    from timm.utils import dispatch_clip_grad
+
+    import train
+    from timm_multilabel.task import ClassificationTask
+    from timm_multilabel.training.resume import TrainState
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):
+            self.grads = [p.grad.clone() for g in self.param_groups for p in g['params']]
+            return super().step(closure)
+
+    class NoSchedule:
+        def step_update(self, num_updates, metric=None):
+            pass
+
+    torch.manual_seed(0)
+    model = timm.create_model('test_resnet', num_classes=10)
+    reference = copy.deepcopy(model)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    task = ClassificationTask(model, criterion=torch.nn.CrossEntropyLoss(), verbose=False)
+    optimizer = Recording(model.parameters(), lr=0.0)
+    args = argparse.Namespace(channels_last=False, clip_grad=0.01, clip_mode='agc', synchronize_step=False)
+    train.train_step((x, y), TrainState(), task, optimizer, NoSchedule(), Accelerator(cpu=True), args)
+    torch.nn.functional.cross_entropy(reference(x), y).backward()
+    raw = [p.grad.clone() for p in reference.parameters()]
+    dispatch_clip_grad(list(reference.parameters())[:-2], 0.01, mode='agc')
+    expected = [p.grad for p in reference.parameters()]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(optimizer.grads, expected))
+    assert torch.equal(optimizer.grads[-2], raw[-2])  # the classifier weight: not clipped
+    assert any(not torch.allclose(a, b) for a, b in zip(expected[:-2], raw[:-2]))  # the rest: clipped
+
+
 # ------------------------------------------------------------------------------------ distillation
 
 @pytest.fixture(scope='module')
@@ -275,7 +312,9 @@ def _sync_bn_worker(rank, world, port, queue):
     part = x[rank * 4:(rank + 1) * 4].clone().requires_grad_()
     out = bn(part)
     (out * w[rank * 4:(rank + 1) * 4]).sum().backward()
-    queue.put((rank, out.detach(), part.grad, bn.running_mean.clone(), bn.running_var.clone(), bn.weight.grad))
+    # numpy arrays: a tensor in a queue is shared memory, gone when this process ends
+    queue.put((rank, *(t.detach().numpy().copy() for t in (out, part.grad, bn.running_mean, bn.running_var,
+                                                           bn.weight.grad))))
     dist.destroy_process_group()
 
 
@@ -293,7 +332,8 @@ def test_cpu_sync_batchnorm_matches_batchnorm_over_the_global_batch():
     ctx = mp.get_context('spawn')
     queue = ctx.SimpleQueue()
     mp.start_processes(_sync_bn_worker, args=(2, port, queue), nprocs=2, join=True, start_method='spawn')
-    results = sorted([queue.get() for _ in range(2)], key=lambda r: r[0])
+    results = sorted([(r[0], *map(torch.from_numpy, r[1:])) for r in (queue.get() for _ in range(2))],
+                     key=lambda r: r[0])
     torch.manual_seed(0)
     x, w = torch.randn(8, 3, 4, 4, dtype=torch.float64), torch.randn(8, 3, 4, 4, dtype=torch.float64)
     bn = torch.nn.BatchNorm2d(3).double()
@@ -344,3 +384,42 @@ def test_dist_bn_reduce_averages_rank_statistics_after_the_epoch(tmp_path, run):
     assert _max_diff(r0['after'], r1['after']) < 1e-6
     mean = {k: (r0['before'][k] + r1['before'][k]) / 2 for k in r0['before']}
     assert _max_diff(r0['after'], mean) < 1e-6
+
+
+@pytest.mark.slow
+def test_train_run_with_timm_loop_flags(tmp_path, teacher_folder):
+    """One train.py run: --val-interval 2 over 3 epochs, --save-images, --opt-kwargs,
+    --model-ema-force-cpu, logit distillation from a local teacher folder and --torchcompile (the
+    eager backend: torch.compile's graph capture without inductor's minutes of code generation)."""
+    import torch._dynamo
+
+    import train
+    from safetensors.torch import load_file
+    folder, _ = teacher_folder
+    out = tmp_path / 'out'
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    summary = train.main(['--model', 'test_resnet', '--train-num-samples', '128', '--val-num-samples', '32', '-b', '32',
+                          '--workers', '0', '--epochs', '3', '--val-interval', '2', '--save-images', '--log-interval',
+                          '2', '--opt', 'adamw', '--opt-kwargs', 'amsgrad=True', '--model-ema', '--model-ema-force-cpu',
+                          '--kd-model-name', str(folder), '--kd-temperature', '2', '--torchcompile', 'eager',
+                          '--output', str(out)])
+    # evaluated and checkpointed after epochs 1 and 2 only (epoch_p_1 % 2 == 0, and the last)
+    assert sorted(p.name for p in out.glob('checkpoint-*.pth.tar')) == ['checkpoint-1.pth.tar', 'checkpoint-2.pth.tar']
+    rows = list(__import__('csv').DictReader(open(out / 'summary.csv')))
+    assert [r['epoch'] for r in rows] == ['0', '1', '2'] and [bool(r['eval_loss']) for r in rows] == [False, True, True]
+    assert summary['num_updates'] == 3 * 4
+    # 4 batches an epoch, logged at batches 0 and 2
+    assert sorted(p.name for p in out.glob('train-batch-*.jpg')) == ['train-batch-0.jpg', 'train-batch-2.jpg']
+    ckpt = torch.load(out / 'last.pth.tar', weights_only=False)
+    assert [g['amsgrad'] for g in ckpt['optimizer']['param_groups']] == [True, True]
+    assert all(v.device.type == 'cpu' for v in ckpt['state_dict_ema'].values())
+    # the shipped weights are the evaluated ones: not the (unevaluated) CPU EMA
+    best = torch.load(out / 'model_best.pth.tar', weights_only=False)
+    shipped = load_file(out / 'model.safetensors')
+    assert all(torch.equal(shipped[k], best['state_dict'][k]) for k in shipped)
+    assert not all(torch.equal(shipped[k], best['state_dict_ema'][k]) for k in shipped)
+    assert set(summary['logit_distillation']) == {'task_loss', 'kd_loss'} and summary['logit_distillation']['kd_loss'] > 0
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] >= 2  # student (train, eval) and teacher compiled
+    assert not any('_orig_mod' in k for k in ckpt['state_dict'])  # checkpoints hold the plain model's keys
+    torch._dynamo.reset()

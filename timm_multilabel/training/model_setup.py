@@ -201,9 +201,8 @@ def prepare_model_layers(model: nn.Module, args, device: torch.device, num_proce
         model.to(memory_format=torch.channels_last)
     if _get(args, 'sync_bn'):
         if num_processes > 1:
-            model = convert_sync_batchnorm(model)
-            if device.type == 'cpu':
-                make_cpu_syncable(model)
+            # torch's SyncBatchNorm runs on GPUs only: CPU processes get sync_bn.py's layers
+            model = make_cpu_syncable(model) if device.type == 'cpu' else convert_sync_batchnorm(model)
         else:
             _logger.info('--sync-bn: one process, so BatchNorm is left as it is (as timm does)')
     return model
