@@ -1,12 +1,9 @@
 """timm's loader flags in train.py (training/loaders.py): repeated augmentation under Accelerate, epoch
 repeats, batches per epoch, augmentation splits + JSD, --tta, worker seeding, pin memory, and the
 jitter / grayscale / blur probabilities."""
-import argparse
 import csv
 import json
-import math
 import random
-import sys
 import textwrap
 
 import numpy as np
