@@ -16,7 +16,8 @@ METRICS = {'top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.
 def tiny_run(tmp_path_factory):
     from conftest import run_script
     out = tmp_path_factory.mktemp('run') / 'out'
-    proc = run_script(['train.py', '--dataset', 'digits-grid', *TINY, '--epochs', '2', '--output', out])
+    # fresh=True: one run started as a user's shell does (the others fork the tests' warm interpreter)
+    proc = run_script(['train.py', '--dataset', 'digits-grid', *TINY, '--epochs', '2', '--output', out], fresh=True)
     return out, proc
 
 
