@@ -30,7 +30,6 @@ from ..errors import UserError
 from .bad_images import CheckedImageDataset
 from .digits_grid import DigitsGrid
 from .digits_main import DigitsMain
-from .hfds import ReaderHfDataset, load_hf_split
 from .listing import SafeReaderImageFolder
 
 __all__ = ['create_dataset', 'check_dataset_options', 'dataset_kind', 'dataset_options', 'default_img_mode', 'get_image_ids',
@@ -255,6 +254,9 @@ def _hf_dataset(name: str, root: Optional[str], split: str, class_map: Any, img_
     if not name:
         raise UserError('--dataset hfds/: name a Hub dataset (hfds/ORG/NAME), a local folder (hfds//abs/path) or '
                         'hfds/imagefolder with --data-dir DIR')
+    # here, not at the top: .hfds imports `datasets` (over a second of CPU at every train.py start)
+    from .hfds import ReaderHfDataset, load_hf_split
+
     mapping = _load_class_map(class_map, None)
     hf = load_hf_split(name, root, split, trust_remote_code=trust_remote_code)
     reader = ReaderHfDataset(hf, name=name, split=split, class_map=mapping, input_key=input_key,
