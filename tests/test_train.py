@@ -9,6 +9,9 @@ from conftest import kill_when
 
 TINY = ['--model', 'test_resnet', '--train-num-samples', '256', '--val-num-samples', '128', '-b', '32',
         '--workers', '0', '--seed', '3']
+# the resume tests compare two runs exactly: a smaller evaluation set compares them as strictly
+TINY_RESUME = ['--model', 'test_resnet', '--train-num-samples', '256', '--val-num-samples', '64', '-b', '32',
+               '--workers', '0', '--seed', '3']
 METRICS = {'top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP'}
 
 
@@ -104,8 +107,8 @@ def _kill_after_first_checkpoint(argv, out, timeout=300):
 @pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, run):
     full, part = tmp_path / 'full', tmp_path / 'part'
-    # --deterministic: GPU kernels too (a CPU run is deterministic anyway)
-    argv = [*TINY, '--epochs', '4', '--mixup', '0.2', '--model-ema', '--model-ema-decay', '0.9', '--deterministic']
+    # --deterministic: GPU kernels too (a CPU run is deterministic anyway); killed after epoch 0, resumed for 2
+    argv = [*TINY_RESUME, '--epochs', '3', '--mixup', '0.2', '--model-ema', '--model-ema-decay', '0.9', '--deterministic']
     run(['train.py', *argv, '--output', full])
     _kill_after_first_checkpoint([*argv, '--output', part], part)
     assert not (part / 'summary.json').exists()
@@ -123,7 +126,8 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, run):
 @pytest.mark.slow
 def test_mid_epoch_resume_matches_an_uninterrupted_run_with_any_workers(tmp_path, run):
     full, part = tmp_path / 'full', tmp_path / 'part'
-    argv = [*TINY, '--epochs', '2', '--mixup', '0.2', '--model-ema', '--model-ema-decay', '0.9', '--deterministic']
+    argv = [*TINY_RESUME, '--epochs', '2', '--mixup', '0.2', '--model-ema', '--model-ema-decay', '0.9',
+            '--deterministic']
     run(['train.py', *argv, '--output', full])  # --workers 0, checkpoints at epoch ends only
     # 8 updates an epoch: last.pth.tar first appears 3 updates into epoch 0
     part_argv = [*argv, '--workers', '2', '--checkpoint-every', '3']
@@ -148,7 +152,9 @@ def test_mid_epoch_resume_matches_an_uninterrupted_run_with_any_workers(tmp_path
 def test_mile_resume_continues_the_generation(tmp_path, run):
     full, part = tmp_path / 'full', tmp_path / 'part'
     # 8 updates an epoch with kt=3, ks=2: the kill lands mid-generation, inside a student phase.
-    argv = [*TINY, '--epochs', '3', '--mile', '--mile-kt', '3', '--mile-ks', '2', '--mile-rho', '0.1', '--deterministic']
+    # killed after epoch 0 (update 8, generation 1's student phase), resumed for epoch 1
+    argv = [*TINY_RESUME, '--epochs', '2', '--mile', '--mile-kt', '3', '--mile-ks', '2', '--mile-rho', '0.1',
+            '--deterministic']
     run(['train.py', *argv, '--output', full])
     _kill_after_first_checkpoint([*argv, '--output', part], part)
     ckpt = torch.load(part / 'last.pth.tar', weights_only=True)
@@ -163,7 +169,7 @@ def test_mile_resume_continues_the_generation(tmp_path, run):
 def test_separate_student_resumes_inside_a_teacher_phase(tmp_path, run):
     full, part = tmp_path / 'full', tmp_path / 'part'
     # kt=3, ks=2: updates 6-8 are generation 1's teacher phase; the first checkpoint is at update 7
-    argv = [*TINY, '--epochs', '2', '--mile', '--mile-kt', '3', '--mile-ks', '2', '--mile-student', 'separate',
+    argv = [*TINY_RESUME, '--epochs', '2', '--mile', '--mile-kt', '3', '--mile-ks', '2', '--mile-student', 'separate',
             '--checkpoint-every', '7', '--deterministic']
     run(['train.py', *argv, '--output', full])
     _kill_after_first_checkpoint([*argv, '--output', part], part)
