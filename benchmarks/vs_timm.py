@@ -8,14 +8,16 @@ package; this benchmark downloads nothing). For each seed it runs ``python PATH 
 the order from seed to seed (timm, ours; ours, timm; ...) so that a drift in the machine's speed
 hits both scripts alike. The default flags (``SETTING``) are
 
-    --model resnet10t --img-size 32 --opt adamw --lr 2e-3 --sched cosine --warmup-epochs 0
-    --batch-size 64 --epochs 4 --workers 2 --device cpu --seed S
+    --model resnet10t --num-classes 10 --img-size 32 --opt adamw --lr 2e-3 --sched cosine
+    --warmup-epochs 0 --batch-size 64 --epochs 4 --workers 2 --device cpu --seed S
 
 on ``DIR``, a folder built here, offline and deterministically, from scikit-learn's bundled
 8x8 digits: each digit upscaled (nearest) to 32 px, gray in RGB PNG files, in timm's layout
 ``DIR/train/<digit>/`` (the package's stratified 75% pool: 1347 images) and
 ``DIR/validation/<digit>/`` (the other 450). Five seeds x two scripts take about 8 minutes on two
-idle CPU cores. Each script otherwise runs with its own defaults (timm's defaults are ours).
+idle CPU cores (an estimate from CPU times taken on a loaded machine). Each script otherwise runs
+with its own defaults (timm's defaults are ours). ``--num-classes 10`` is needed by timm's script,
+which does not count the folder's classes (without it timm trains a 1000-way head).
 
 Reported per seed: the final epoch's top-1 on the validation folder (timm's ``summary.csv``
 ``eval_top1``; our ``summary.json`` ``last_metrics.top1``), the wall seconds of the whole
@@ -48,6 +50,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import timm
+import torch
 from PIL import Image
 
 from _bench import ROOT, TRAIN_PY, fmt, text_table, train_flags, work_folder, write_json
@@ -57,7 +61,7 @@ from timm_multilabel.fileio import atomic_path
 
 # the training flags both scripts get (besides the data folder, --seed and their output folders)
 SETTING: Dict[str, Any] = dict(
-    model='resnet10t', img_size=32, opt='adamw', lr=2e-3, sched='cosine', warmup_epochs=0, batch_size=64,
+    model='resnet10t', num_classes=10, img_size=32, opt='adamw', lr=2e-3, sched='cosine', warmup_epochs=0, batch_size=64,
     epochs=4, workers=2, device='cpu')
 QUICK_SETTING: Dict[str, Any] = dict(SETTING, img_size=16, batch_size=16, epochs=1, workers=1)
 FOLDER = dict(image_px=32, per_class=None)   # per_class: images per class and split (None: all)
@@ -322,6 +326,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     write_json(Path(args.json), {
                         'setting': setting, 'folder': {**folder, 'images': counts}, 'threads': args.threads,
                         'timm_train': str(timm_train), 'cpu_count': os.cpu_count(), 'quick': bool(args.quick),
+                        'versions': {'timm': timm.__version__, 'torch': torch.__version__},
                         'runs': runs, 'summary': summary})
             print()
             print(format_table(runs, summarize(runs)))

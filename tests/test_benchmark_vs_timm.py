@@ -105,6 +105,8 @@ def test_image_folder_is_timms_layout_of_the_digits(bench, tmp_path):
 
     counts = bench.build_image_folder(tmp_path / 'd', image_px=16, per_class=2)
     assert counts == {'train': 20, 'validation': 20}
+    # timm's train.py does not count a folder's classes (a 1000-way head without --num-classes)
+    assert bench.SETTING['num_classes'] == bench.QUICK_SETTING['num_classes'] == 10
     train = ImageDataset(str(tmp_path / 'd' / 'train'))
     assert len(train) == 20 and sorted(set(train.reader.class_to_idx)) == [str(c) for c in range(10)]
     path = sorted((tmp_path / 'd' / 'validation' / '7').iterdir())[0]
