@@ -61,8 +61,8 @@ from timm_multilabel.fileio import atomic_path
 
 # the training flags both scripts get (besides the data folder, --seed and their output folders)
 SETTING: Dict[str, Any] = dict(
-    model='resnet10t', num_classes=10, img_size=32, opt='adamw', lr=2e-3, sched='cosine', warmup_epochs=0, batch_size=64,
-    epochs=4, workers=2, device='cpu')
+    model='resnet10t', num_classes=10, img_size=32, opt='adamw', lr=2e-3, sched='cosine', warmup_epochs=0,
+    batch_size=64, epochs=4, workers=2, device='cpu')
 QUICK_SETTING: Dict[str, Any] = dict(SETTING, img_size=16, batch_size=16, epochs=1, workers=1)
 FOLDER = dict(image_px=32, per_class=None)   # per_class: images per class and split (None: all)
 QUICK_FOLDER = dict(image_px=16, per_class=4)
