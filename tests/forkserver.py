@@ -11,6 +11,7 @@ Protocol (one JSON object a line): request on stdin ``{"args": [...], "cwd": DIR
 ``{"rc": CODE, "cpu": SECONDS}`` (negative: killed by that signal) when the child has ended.
 Whatever the imports printed goes in front of each child's stdout/stderr, as a fresh interpreter prints it.
 """
+import gc
 import io
 import json
 import os
@@ -75,6 +76,9 @@ def main() -> None:
         os.dup2(old, fd)
         os.close(tmp)
         os.close(old)
+    # the imported objects to the permanent generation: a child's collections (and its exit) skip
+    # them instead of touching, and so copying, every page of the heap (2.2 s -> 0.6 s CPU a run)
+    gc.freeze()
     others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     reply_fd = int(sys.argv[3])
     replies = io.open(reply_fd, 'w', buffering=1, closefd=False)
