@@ -311,7 +311,7 @@ def test_worker_seeding_is_timms(mode):
     """'all': numpy in each worker is reseeded from the worker's torch seed (timm's _worker_init); 'part':
     numpy keeps the seed torch's DataLoader gave it."""
     args = _args(['--workers', '2', '--worker-seeding', mode])
-    kwargs = {**loaders._loader_kwargs(args), 'persistent_workers': False}
+    kwargs = {**loaders.loader_kwargs(args), 'persistent_workers': False}
     for draw, seed in DataLoader(NumpyDraws(), batch_size=None, **kwargs):
         reseeded = np.random.RandomState(int(seed) % (2 ** 32 - 1)).rand()
         assert (float(draw) == reseeded) == (mode == 'all')

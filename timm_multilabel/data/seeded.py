@@ -52,6 +52,15 @@ def _global_generators_kept() -> Iterator[None]:
         torch.set_rng_state(torch_state)
 
 
+@contextmanager
+def seeded_generators(s: int) -> Iterator[None]:
+    """Seeds the ``random``, ``numpy.random`` and torch CPU generators with ``s`` for the block,
+    then restores them."""
+    with _global_generators_kept():
+        _seed_generators(s)
+        yield
+
+
 class SeededSamples(Dataset):
     """Wraps a map-style dataset so each item's random draws are a function of (seed, epoch, index).
 

@@ -368,7 +368,7 @@ def train_collate(args: Any) -> Optional[Callable]:
     return aug_split_collate if (getattr(args, 'aug_splits', 0) or 0) > 1 else None
 
 
-def _loader_kwargs(args: Any) -> Dict[str, Any]:
+def loader_kwargs(args: Any) -> Dict[str, Any]:
     workers = args.workers
     return dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=bool(getattr(args, 'pin_mem', False)),
                 worker_init_fn=partial(worker_init, worker_seeding=getattr(args, 'worker_seeding', 'all'))
@@ -396,7 +396,7 @@ def build_train_loader(args: Any, dataset: Dataset, collate_fn: Optional[Callabl
     else:
         samples = SeededSamples(dataset, args.seed)
     loader = DataLoader(samples, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                        collate_fn=collate_fn, **_loader_kwargs(args))
+                        collate_fn=collate_fn, **loader_kwargs(args))
     if len(loader) < num_processes:
         raise UserError(f'the training set has {len(dataset)} samples, fewer than one batch of {args.batch_size} per '
                         f'process{" an epoch with these flags" if sampler is not None else ""}; lower --batch-size')
@@ -417,4 +417,4 @@ def build_eval_loader(args: Any, dataset: Dataset, eval_transform: Callable) -> 
         dataset.transform = eval_transform
     # persistent workers, as timm's eval loader: two new worker processes every evaluation cost
     # ~0.3 s of CPU and ~0.6 s of wall time an epoch (H5's profile, issue 12)
-    return DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=False, **_loader_kwargs(args))
+    return DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=False, **loader_kwargs(args))

@@ -23,9 +23,7 @@ sizes) or ``--batch-size`` (NaFlex), and each batch's loss is multiplied by ``B 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import random
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -41,12 +39,12 @@ from timm.layers import to_2tuple
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.bad_images import DropMissing, drop_missing
-from ..data.seeded import SeededSamples, sample_seed
+from ..data.seeded import SeededSamples, sample_seed, seeded_generators
 from ..errors import UserError
 from ..relabel.boxed_dataset import BoxedDataset
 from ..relabel.transforms import create_box_transform
 from ..evaluation import IndexedDataset
-from .loaders import Copies, EpochPasses, RepeatAugBatches, _loader_kwargs
+from .loaders import Copies, EpochPasses, RepeatAugBatches, loader_kwargs
 
 __all__ = [
     'LOSS_SCALE_MODES', 'ChoiceSamples', 'GroupedScheduledBatchSampler', 'IndexedNaFlexCollate', 'NaFlexBatchCollate',
@@ -313,21 +311,6 @@ class GroupedScheduledBatchSampler(ScheduledBatchSampler):
 # ---------------------------------------------------------------------------------------------- NaFlex
 
 
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int):
-    """Seed Python's, NumPy's and torch's CPU global generators for the block, then restore them."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed & 0xFFFFFFFF)
-    torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA streams stay untouched
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-
-
 class NaFlexBatchCollate:
     """One NaFlex training batch: items ``(image [C, h, w], label, choice, index)`` of one choice ->
     ``({'patches': [B, L, P*P*C] (or [B, L, Ph, Pw, C] with variable patch sizes), 'patch_coord':
@@ -354,7 +337,7 @@ class NaFlexBatchCollate:
         if self.mixup is not None:
             epoch = self.epochs.epoch if self.epochs is not None else 0
             self.mixup.set_epoch(epoch)  # --mixup-off-epoch, read in the worker
-            with _seeded_global_rng(sample_seed(self.seed ^ _MIX_STREAM, epoch, items[0][-1])):
+            with seeded_generators(sample_seed(self.seed ^ _MIX_STREAM, epoch, items[0][-1])):
                 imgs, targets = self.mixup(imgs, targets)
         patchify = self.patchifiers[patch]
         return self.collators[seq_len]([(patchify(img), t) for img, t in zip(imgs, targets)])
@@ -452,7 +435,7 @@ class VariableBatchLoader:
         which evaluate as a fixed-size run does."""
         if self.mode != 'naflex':
             return None
-        kwargs = {**_loader_kwargs(args), 'persistent_workers': False}
+        kwargs = {**loader_kwargs(args), 'persistent_workers': False}
         return create_naflex_eval_loader(dataset_eval, args, self.patch_size, data_config, IndexedDataset,
                                          batch_size=args.validation_batch_size or args.batch_size, **kwargs)
 
@@ -581,5 +564,5 @@ def build_variable_batches(
         description = (f'NaFlex sequence lengths {seq_lens} with batch sizes {list(sampler.batch_sizes)}, patch '
                        f'sizes {[p[0] for p in patches]}, {len(sampler) // num_processes} batches/epoch per process')
         loss_mode, soft = args.naflex_loss_scale, mixup is not None
-    loader = DataLoader(samples, batch_sampler=sampler, collate_fn=collate_fn, **_loader_kwargs(args))
+    loader = DataLoader(samples, batch_sampler=sampler, collate_fn=collate_fn, **loader_kwargs(args))
     return VariableBatchLoader(loader, samples, sampler, reference, loss_mode, mode, soft, description, patch_size)
