@@ -72,6 +72,33 @@ def test_save_last_writes_last_only_with_keeper_state(tmp_path):
     assert last['epoch'] == 1 and last['epoch_progress'] == {'batches': 3}
     assert last['keeper']['best_epoch'] == 0 and last['keeper']['best_metric'] == 7.0
     assert _saved_epoch(tmp_path / BEST) == 0
+    # last was a second name of checkpoint-0 (a hard link): the mid-epoch save replaced it, not wrote into it
+    assert _saved_epoch(tmp_path / 'checkpoint-0.pth.tar') == 0
+
+
+def test_keeper_links_last_and_best_to_the_epoch_file_like_timm(tmp_path):
+    keeper = CheckpointKeeper(tmp_path)
+    keeper.save({'epoch': 0, 'w': torch.arange(4)}, 0, 1.0)
+    epoch_file = tmp_path / 'checkpoint-0.pth.tar'
+    assert os.path.samefile(epoch_file, tmp_path / LAST) and os.path.samefile(epoch_file, tmp_path / BEST)
+    keeper.save({'epoch': 1}, 1, 0.5)  # not the best: best keeps epoch 0's file, last moves on
+    assert os.path.samefile(epoch_file, tmp_path / BEST)
+    assert os.path.samefile(tmp_path / 'checkpoint-1.pth.tar', tmp_path / LAST)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')], 'temporary files left behind'
+
+
+def test_atomic_duplicate_copies_where_hard_links_fail(tmp_path, monkeypatch):
+    from timm_multilabel import fileio
+    src, dst = tmp_path / 'a.bin', tmp_path / 'b.bin'
+    src.write_bytes(b'new')
+    dst.write_bytes(b'old')
+
+    def no_links(*a, **k):
+        raise OSError(1, 'Operation not permitted')
+    monkeypatch.setattr(fileio.os, 'link', no_links)
+    fileio.atomic_duplicate(src, dst)
+    assert dst.read_bytes() == b'new' and not os.path.samefile(src, dst)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a.bin', 'b.bin']
 
 
 def test_keeper_state_round_trip_continues_like_an_uninterrupted_keeper(tmp_path):

@@ -89,10 +89,16 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def atomic_copy(src: PathLike, dst: PathLike) -> None:
-    """Copy the file ``src`` to ``dst`` atomically."""
+def atomic_duplicate(src: PathLike, dst: PathLike) -> None:
+    """Make ``dst`` a second name of the file ``src`` (a hard link, as timm's CheckpointSaver does),
+    atomically; a copy where the file system has no hard links. Only for files that are replaced,
+    never rewritten in place (both names see any in-place write)."""
     with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def _pid_alive(pid: int) -> bool:

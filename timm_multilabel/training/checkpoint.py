@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..checkpoint_files import BEST, LAST, RESUME_PREFER, load_checkpoint_file, resolve_checkpoint_path
-from ..fileio import atomic_copy, atomic_torch_save
+from ..fileio import atomic_duplicate, atomic_torch_save
 
 __all__ = [
     'LAST', 'BEST', 'atomic_torch_save', 'load_checkpoint_file', 'resolve_resume_path', 'rng_state',
@@ -105,9 +105,9 @@ class CheckpointKeeper:
         # the state saved is the one after this epoch, so a run resumed from it prunes this epoch's file too
         checkpoint['keeper'] = self.state()
         atomic_torch_save(checkpoint, path)
-        atomic_copy(path, self.output_dir / LAST)
+        atomic_duplicate(path, self.output_dir / LAST)
         if is_best:
-            atomic_copy(path, self.output_dir / BEST)
+            atomic_duplicate(path, self.output_dir / BEST)
         for e in drop:
             (self.output_dir / f'checkpoint-{e}.pth.tar').unlink(missing_ok=True)
         return is_best
