@@ -108,7 +108,9 @@ def resume_run(
     try:
         task.load_checkpoint_state(ckpt['state_dict'], ckpt.get('task_state'))
         if task.has_ema() and 'state_dict_ema' in ckpt:
-            task.get_trainable_module(ema=True).module.load_state_dict(ckpt['state_dict_ema'])
+            # the task's own API, as timm's load_task_ema_checkpoint: feature distillation's EMA is a
+            # wrapper (student + projection) whose state_dict_ema holds the student, task_state_ema the rest
+            task.load_checkpoint_state(ckpt['state_dict_ema'], ckpt.get('task_state_ema'), ema=True)
         if restore_optimizer:
             optimizer.load_state_dict(ckpt['optimizer'])
             scheduler.load_state_dict(ckpt['scheduler'])
