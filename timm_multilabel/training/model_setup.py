@@ -6,6 +6,7 @@ What each function gives train.py, in the order train.py calls them:
 * :func:`accelerator_kwargs`: ``Accelerator(...)`` arguments of ``--device``, ``--device-modules``,
   ``--no-ddp-bb``.
 * :func:`set_global_model_flags`: ``--fuser`` (timm's ``set_jit_fuser``), ``--fast-norm``.
+* :func:`pretrained_kwargs`: ``--pretrained`` / ``--pretrained-path`` (timm's head adaptation).
 * :func:`create_train_model`: ``timm.create_model`` with ``--gp``, ``--bn-momentum``, ``--bn-eps``,
   ``--drop-block``, ``--drop-path`` (or the deprecated ``--drop-connect``), ``--torchscript``'s
   scriptable layers and ``in_chans`` from ``--in-chans`` / ``--input-size``.
@@ -157,6 +158,23 @@ def model_kwargs_from_args(args) -> Dict[str, Any]:
     return kwargs
 
 
+def pretrained_kwargs(args) -> Dict[str, Any]:
+    """The ``create_model`` weight arguments of ``--pretrained`` and ``--pretrained-path FILE``.
+
+    ``FILE`` is loaded as timm's train.py loads it: as the model's pretrained weights
+    (``pretrained_cfg_overlay=dict(file=FILE, num_classes=-1)``), so timm's ``load_pretrained``
+    always drops the file's classifier and keeps the new head's initialization (any class count),
+    adapts the first convolution to ``--in-chans``, and loads the rest. Unlike timm's train.py,
+    which ignores the file without ``--pretrained``, ``--pretrained-path`` alone loads it. A missing
+    file is refused in one line."""
+    path = _get(args, 'pretrained_path')
+    if not path:
+        return dict(pretrained=bool(_get(args, 'pretrained')))
+    if not Path(path).is_file():
+        raise UserError(f'--pretrained-path {path}: no such file')
+    return dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=-1))
+
+
 def create_train_model(args, num_classes: int, **extra: Any) -> nn.Module:
     """``timm.create_model(args.model, ...)`` with the flags' keyword arguments (see
     :func:`model_kwargs_from_args`) and ``scriptable=--torchscript``; ``extra`` (e.g. ``pretrained``,
@@ -174,6 +192,13 @@ def create_train_model(args, num_classes: int, **extra: Any) -> nn.Module:
         raise UserError(f'{flag} {kwargs[bad]}: {args.model} does not take {bad} (in timm only some model families '
                         f'do, e.g. EfficientNet/MobileNet for --bn-momentum/--bn-eps, ResNet for --drop-block)') \
             from None
+    except RuntimeError as e:  # timm's load_pretrained: a file of another model, or one torch will not load
+        file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
+        if file is None:
+            raise
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 and lines[0].endswith(':') else (lines or [type(e).__name__])[0]
+        raise UserError(f'--pretrained-path {file}: cannot load it into {args.model} ({detail[:200]})') from None
 
 
 def enable_grad_checkpointing(model: nn.Module, name: str) -> None:
