@@ -189,6 +189,16 @@ def _probs_kind(parts: Sequence[str], args: Optional[Mapping[str, Any]]) -> str:
 # the model folder
 
 
+def without_split_bn(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """``state_dict`` less the auxiliary BatchNorm layers of timm's ``SplitBatchNorm2d`` (``--split-bn``):
+    the keys ``<bn>.aux_bn.<i>.*`` of each BatchNorm ``<bn>`` of ``model`` (split or plain). What is
+    left is the plain model's weights; each BatchNorm keeps the primary split's, the one
+    ``SplitBatchNorm2d`` uses in eval mode."""
+    batchnorms = {name for name, m in unwrap_model(model).named_modules()
+                  if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    return {k: v for k, v in state_dict.items() if k.partition('.aux_bn.')[0] not in batchnorms}
+
+
 def _check_inputs(
         model: nn.Module,
         num_classes: int,
@@ -202,7 +212,7 @@ def _check_inputs(
         raise UserError(f'num_classes={num_classes} but the model has {model_classes} classes')
     if label_names is not None and len(label_names) != num_classes:
         raise UserError(f'label_names has {len(label_names)} names for {num_classes} classes')
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in without_split_bn(model.state_dict(), model).items()}
     got = {k: tuple(v.shape) for k, v in state_dict.items()}
     missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     if missing or unexpected:
@@ -388,7 +398,8 @@ def save_model_folder(
     args = dict(args) if args is not None else None
     # the keys of timm's resolve_data_config that describe evaluation preprocessing; others are ignored
     data_config = {k: v for k, v in (data_config or {}).items() if k in _DATA_CONFIG_KEYS and v is not None}
-    state_dict = clean_state_dict(state_dict if state_dict is not None else model.state_dict())
+    # --split-bn: the plain model's weights, which timm.create_model(architecture) loads strictly
+    state_dict = without_split_bn(clean_state_dict(state_dict if state_dict is not None else model.state_dict()), model)
     _check_inputs(model, num_classes, label_names, state_dict)
     clean_metrics = {}
     for key, value in (metrics or {}).items():
@@ -597,7 +608,7 @@ def model_from_checkpoint(
     except RuntimeError as e:
         raise UserError(f'checkpoint {path}: cannot create model {arch!r} ({str(e).splitlines()[0]})') from None
     try:
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(without_split_bn(state_dict, model), strict=True)  # a --split-bn run's checkpoint
     except RuntimeError as e:
         detail = ' '.join(str(e).split())[:300]
         raise UserError(f'checkpoint {path}: weights do not fit {arch!r}: {detail}') from None
