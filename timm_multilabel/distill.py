@@ -268,3 +268,7 @@ def check_distill_args(args) -> None:
         raise UserError(f'--kd-temperature {args.kd_temperature}: must be > 0')
     if getattr(args, 'task', None) is not None:
         raise UserError(f'--kd-model-name selects the {DISTILL_TASKS[kind]} task; --task {args.task} does not apply')
+    if getattr(args, 'naflex_loader', False):  # timm's tasks call .detach() / normalize on the input: any teacher
+        raise UserError('--kd-model-name cannot be combined with --naflex-loader: timm\'s distillation tasks give the '
+                        'teacher the image batch [B, C, H, W], and NaFlex batches are patch-sequence dicts (timm '
+                        'fails on them with any teacher, NaFlex or not); use fixed-size images or --train-img-sizes')
