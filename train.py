@@ -329,14 +329,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
     # ---- model ----
     model_setup.set_global_model_flags(args)  # --fuser, --fast-norm
-    pretrained_kwargs = {}
-    if args.pretrained_path:
-        if not Path(args.pretrained_path).is_file():
-            raise UserError(f'--pretrained-path {args.pretrained_path}: no such file')
-        pretrained_kwargs['pretrained_cfg_overlay'] = dict(file=args.pretrained_path)
-    # --gp, --bn-momentum, --bn-eps, --drop-block, --drop-path (--drop-connect), in_chans, scriptable
-    model = model_setup.create_train_model(args, num_classes, pretrained=args.pretrained or bool(args.pretrained_path),
-                                           **pretrained_kwargs)
+    # --gp, --bn-momentum, --bn-eps, --drop-block, --drop-path (--drop-connect), in_chans, scriptable;
+    # --pretrained-path: the file's backbone, a new head (timm's pretrained_cfg_overlay num_classes=-1)
+    model = model_setup.create_train_model(args, num_classes, **model_setup.pretrained_kwargs(args))
     if args.batch_size * args.grad_accum_steps == 1 and any(
             isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise UserError(f'--batch-size 1: {args.model} has BatchNorm, which cannot train on a batch of one; '

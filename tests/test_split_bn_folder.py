@@ -57,3 +57,25 @@ def test_without_split_bn_drops_only_auxiliary_batchnorm_keys():
     assert without_split_bn(extra, plain).keys() == {*state, 'fc.aux_bn.0.weight'}
     with pytest.raises(RuntimeError, match='fc.aux_bn.0.weight'):
         plain.load_state_dict(without_split_bn(extra, plain), strict=True)
+
+
+@pytest.mark.slow
+def test_train_run_with_split_bn_and_pretrained_path_ships_a_plain_folder(tmp_path):
+    """train.py end to end: --aug-splits 2 --split-bn writes a folder timm loads strictly, and
+    --pretrained-path starts from the file's backbone (a tiny learning rate keeps it within 1e-3)."""
+    import train
+    torch.manual_seed(7)
+    source = timm.create_model('test_resnet', num_classes=5)
+    torch.save({'arch': 'test_resnet', 'state_dict': source.state_dict()}, tmp_path / 'five.pth.tar')
+    out = tmp_path / 'out'
+    train.main(['--dataset', 'digits-grid', '--model', 'test_resnet', '--train-num-samples', '32',
+                '--val-num-samples', '16', '-b', '16', '--workers', '0', '--epochs', '1', '--aug-splits', '2',
+                '--split-bn', '--opt', 'sgd', '--lr', '1e-6', '--weight-decay', '0', '--warmup-epochs', '0',
+                '--pretrained-path', str(tmp_path / 'five.pth.tar'), '--output', str(out)])
+    assert any('.aux_bn.' in k for k in torch.load(out / 'model_best.pth.tar', weights_only=True)['state_dict'])
+    saved = load_file(str(out / 'model.safetensors'))
+    assert not any('.aux_bn.' in k for k in saved)
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)  # strict: every key fits
+    assert loaded.num_classes == 10 and saved.keys() == loaded.state_dict().keys()
+    # the file's stem, moved by at most lr-sized steps (a random initialization is ~0.1 away)
+    assert (saved['conv1.0.weight'] - source.conv1[0].weight).abs().max() < 1e-3
