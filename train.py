@@ -48,6 +48,7 @@ from timm_multilabel.method import describe_method
 from timm_multilabel.task import LoopTask
 from timm_multilabel.training.args import check_args, loss_kwargs, loss_name, parse_args, task_kwargs, task_name
 from timm_multilabel.training.checkpoint import CheckpointKeeper, set_rng_state
+from timm_multilabel.training.device_batches import BatchNormalize, uint8_eval_images
 from timm_multilabel.training.evaluate import evaluate
 from timm_multilabel.training import loaders, model_setup
 from timm_multilabel.training import trackers
@@ -136,16 +137,20 @@ def clip_gradients(accelerator: Accelerator, parameters, value: float, mode: str
 
 
 def train_step(batch, state: TrainState, task: LoopTask, optimizer, scheduler, accelerator: Accelerator, args,
-               mixup_fn=None, loss_scale=None, save_images_to: Optional[Path] = None) -> torch.Tensor:
+               mixup_fn=None, loss_scale=None, save_images_to: Optional[Path] = None,
+               normalize=None) -> torch.Tensor:
     """One micro-batch ``(images [B, C, H, W], target [B] or [B, C])``: forward, backward and, at the
     end of an accumulation, the optimizer update and the task's, EMA's and schedule's steps.
     ``loss_scale(images)``: the factor of this batch's gradient (variable batch sizes, timm's
     --variable-batch-loss-scale / --naflex-loss-scale). ``save_images_to``: write the input batch
-    there, as it goes into the model (--save-images). Returns the (unscaled) loss, a scalar tensor."""
+    there, as it goes into the model (--save-images). ``normalize``: uint8 images to normalized float
+    (timm's prefetcher step, ``training/device_batches.py``). Returns the (unscaled) loss, a scalar tensor."""
     if batch is None:
         raise UserError('every image of a training batch failed to decode (see the skipped images log); '
                         'check the data with `timm-multilabel check-images`')
     images, target = batch
+    if normalize is not None:
+        images = normalize(images)
     if mixup_fn is not None:
         images, target = mixup_fn(images, target)
     if args.channels_last:
@@ -174,7 +179,7 @@ def train_step(batch, state: TrainState, task: LoopTask, optimizer, scheduler, a
 
 def train_one_epoch(state: TrainState, task: LoopTask, loader, optimizer, scheduler, accelerator: Accelerator,
                     args, mixup_fn=None, checkpoints: Optional[RunCheckpoints] = None,
-                    loss_scale=None, output_dir: Optional[Path] = None) -> Dict[str, Any]:
+                    loss_scale=None, output_dir: Optional[Path] = None, normalize=None) -> Dict[str, Any]:
     """One epoch of optimizer updates; advances ``state.num_updates``.
 
     ``state.epoch_progress`` resumes an unfinished epoch (``batches`` done, running
@@ -216,7 +221,7 @@ def train_one_epoch(state: TrainState, task: LoopTask, loader, optimizer, schedu
             log_now = accelerator.is_main_process and batch_idx % args.log_interval == 0
             images_to = output_dir / f'train-batch-{batch_idx}.jpg' if log_now and args.save_images and output_dir else None
             loss = train_step(batch, state, task, optimizer, scheduler, accelerator, args, mixup_fn, loss_scale,
-                              save_images_to=images_to)
+                              save_images_to=images_to, normalize=normalize)
             loss_sum += loss.detach().double().cpu()
             loss_count += 1
             batches_done = batch_idx + 1
@@ -350,7 +355,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
     transform_eval = create_transform(
         data_config['input_size'], is_training=False, interpolation=data_config['interpolation'],
         mean=data_config['mean'], std=data_config['std'], crop_pct=data_config['crop_pct'],
-        crop_mode=data_config.get('crop_mode'))
+        crop_mode=data_config.get('crop_mode'), use_prefetcher=uint8_eval_images(args))
+    # timm's prefetcher step: uint8 batches from the workers are normalized on the device
+    normalize = BatchNormalize(data_config['mean'], data_config['std'])
 
     collate_fn = None
     dense_targets = False
@@ -451,7 +458,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
         train_samples.set_epoch(epoch)
         train_stats = train_one_epoch(state, task, loader_train, optimizer, scheduler, accelerator, args, mixup_fn,
                                       checkpoints, loss_scale=variable and variable.loss_scale,
-                                      output_dir=output_dir)
+                                      output_dir=output_dir, normalize=normalize)
         # --dist-bn: every process gets the same BatchNorm statistics (the EMA's too, when it is evaluated)
         if model_setup.distribute_bn_stats(task.get_trainable_module(), dist_bn, accelerator.num_processes) \
                 and eval_ema:
@@ -470,7 +477,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
         eval_metrics = evaluate(task.get_eval_model(ema=eval_ema), loader_eval, accelerator, real_labels,
                                 probs_kind, autocast=accelerator.autocast, channels_last=args.channels_last,
-                                tta=args.tta)
+                                tta=args.tta, normalize=normalize)
         task_state = task.log_state()
         state.history.append({
             'epoch': epoch, **train_stats, 'eval_loss': eval_metrics['loss'],

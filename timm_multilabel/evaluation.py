@@ -153,6 +153,7 @@ def predict(
         autocast: Callable[[], Any] = nullcontext,
         channels_last: bool = False,
         progress: Optional[Callable] = None,
+        normalize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> Dict[str, torch.Tensor]:
     """Run ``model`` over ``loader`` of ``(image, label, index)`` batches (:class:`IndexedDataset`).
 
@@ -162,6 +163,7 @@ def predict(
         device: where the images go (None: they are there already, as from a prepared loader).
         autocast: context manager the forward pass runs in.
         progress: wraps the loader (e.g. a progress bar).
+        normalize: applied to each image batch on its device (e.g. uint8 batches to normalized float).
 
     Returns:
         ``logits`` [N, C] float32, ``labels`` [N] and ``indices`` [N], on the CPU.
@@ -172,6 +174,8 @@ def predict(
     for images, target, index in iterator:
         if device is not None:
             images = images.to(device)
+        if normalize is not None:
+            images = normalize(images)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast():

@@ -325,8 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--pin-mem', action='store_true', default=False,
                    help='pin CPU memory in the DataLoaders (faster copies to a GPU, sometimes)')
     g.add_argument('--no-prefetcher', action='store_true', default=False,
-                   help="no effect: this train.py has no prefetcher; it always loads as timm's does with "
-                        "--no-prefetcher (workers normalize and random-erase, Mixup/CutMix on the batch)")
+                   help="as timm: workers convert and normalize each image to float. By default they hand out "
+                        "uint8 images and whole batches are normalized on the device (timm's prefetcher), except "
+                        "with --reprob, --aug-splits, --relabel-maps, --train-img-sizes, --naflex-loader (and --tta "
+                        "for evaluation), which need float images per sample")
     g.add_argument('--tta', type=int, default=0, metavar='N',
                    help='test-time augmentation: evaluate the mean output of N views of each image (up to 10: '
                         'center crop, its flip, the 4 corner crops, their flips); 0 for none')

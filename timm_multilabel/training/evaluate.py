@@ -60,14 +60,16 @@ def evaluate(
         channels_last: bool = False,
         progress: Optional[Callable] = None,
         tta: int = 0,
+        normalize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> Dict[str, Any]:
     """Top-1, ReaL metrics and mAP of ``model`` on the eval loader of :class:`IndexedDataset` batches,
     plus ``eval_samples``; every test sample counted exactly once across processes. ``tta`` > 1: the
-    batches hold ``tta`` views an image [B, tta, C, H, W], whose outputs are averaged before the metrics."""
+    batches hold ``tta`` views an image [B, tta, C, H, W], whose outputs are averaged before the metrics.
+    ``normalize``: applied to each image batch first (uint8 batches, see ``device_batches``)."""
     if tta > 1:
         model, channels_last = ViewsAveraged(model, channels_last), False
     out = predict(model, loader, accelerator.gather_for_metrics, autocast=autocast, channels_last=channels_last,
-                  progress=progress)
+                  progress=progress, normalize=normalize)
     order = torch.argsort(out['indices'])
     logits, labels, indices = out['logits'][order], out['labels'][order], out['indices'][order]
     sample_real = [list(real_labels[i]) for i in indices.tolist()] if real_labels is not None else None

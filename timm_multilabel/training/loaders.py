@@ -42,6 +42,7 @@ from torchvision import transforms
 from ..data.seeded import SeededSamples, sample_seed
 from ..errors import UserError
 from ..evaluation import IndexedDataset
+from .device_batches import uint8_train_images
 
 __all__ = [
     'Copies', 'EpochPasses', 'RepeatAugBatches', 'AugSplits', 'aug_split_collate', 'TTAViews', 'tta_views',
@@ -330,11 +331,13 @@ def train_transform_kwargs(args: Any, data_config: Dict[str, Any]) -> Dict[str, 
 
 
 def set_train_transform(dataset: Dataset, args: Any, transform_kwargs: Dict[str, Any]) -> Dataset:
-    """Give ``dataset`` timm's training transform; with ``--aug-splits N`` wrap it in :class:`AugSplits`
+    """Give ``dataset`` timm's training transform (ending in uint8 images where
+    :func:`~.device_batches.uint8_train_images`); with ``--aug-splits N`` wrap it in :class:`AugSplits`
     (returned). ``--resplit`` keeps random erasing off the clean split."""
     splits = getattr(args, 'aug_splits', 0) or 0
-    if splits <= 1:
-        dataset.transform = create_transform(is_training=True, no_aug=args.no_aug, **transform_kwargs)
+    if splits <= 1:  # uint8 images unless a per-sample float step needs them (see device_batches)
+        dataset.transform = create_transform(is_training=True, no_aug=args.no_aug,
+                                             use_prefetcher=uint8_train_images(args), **transform_kwargs)
         return dataset
     primary, secondary, final = create_transform(is_training=True, separate=True, **transform_kwargs)
     dataset.transform = None

@@ -8,8 +8,6 @@ from torch.utils.data import Dataset
 from ..data import get_image_ids
 from ..registry import create_target_transform
 from ..relabel.boxed_dataset import BoxedDataset
-from ..relabel.collate import check_maps_cover
-from ..relabel.store import load_label_maps
 from ..relabel.transforms import create_box_transform
 
 # --relabel-mode -> (global_pool, hard): the paper's Table 2 variants.
@@ -36,6 +34,10 @@ def build_relabel_training(
     (``verify_label_maps``) -- NaN / inf scores, class ids outside the model's classes, rows that
     are not K*H*W maps, duplicate image ids; then maps that miss training images.
     """
+    # imported here: the map store needs pyarrow and datasets, which a run without maps never loads
+    from ..relabel.collate import check_maps_cover
+    from ..relabel.store import load_label_maps
+
     store = load_label_maps(args.relabel_maps, num_classes=num_classes, arg_name='--relabel-maps')
     image_ids = get_image_ids(dataset_train)
     check_maps_cover(store, image_ids, num_classes)

@@ -45,12 +45,12 @@ def plot_curves(path: Path, rows: List[Dict[str, Any]], title: str = '') -> Opti
     """Training loss and evaluation metrics per epoch, as a PNG."""
     if not rows:
         return None
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    # matplotlib's object API, not pyplot: no global figure state, so drawing is safe off the main thread
+    from matplotlib.figure import Figure
 
     epochs = [r['epoch'] for r in rows]
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_loss, ax_metric = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r.get('train_loss') for r in rows], marker='o', label='train loss')
     if any(r.get('eval_loss') is not None for r in rows):
         ax_loss.plot(epochs, [r.get('eval_loss') for r in rows], marker='o', label='eval loss')
@@ -70,11 +70,8 @@ def plot_curves(path: Path, rows: List[Dict[str, Any]], title: str = '') -> Opti
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix='.png') as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    with atomic_path(path, suffix='.png') as tmp:
+        fig.savefig(tmp, dpi=100)
     return Path(path)
 
 
