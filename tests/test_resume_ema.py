@@ -68,3 +68,22 @@ def test_resume_restores_the_ema_weights_saved(tmp_path, teacher_folder, kind):
     # the live model is the checkpoint's state_dict, not the EMA
     live = torch.load(tmp_path / 'last.pth.tar', weights_only=False)['state_dict']
     assert all(torch.equal(v, live[k]) for k, v in fresh.get_eval_model().state_dict().items())
+
+
+def test_a_checkpoint_without_ema_starts_the_ema_from_its_weights(tmp_path, teacher_folder):
+    """Resuming with --model-ema a run that had none: the EMA starts from the checkpoint's weights
+    (timm's load_task_ema_checkpoint falls back to state_dict), not from the model's initialization."""
+    task, optimizer, scheduler = _parts('feature_distillation', teacher_folder)
+    task.trainable_module_ema = None  # the saved run had no EMA
+    with torch.no_grad():
+        for p in task.get_trainable_module().parameters():
+            p.add_(0.25)
+    RunCheckpoints(Accelerator(cpu=True), CheckpointKeeper(tmp_path), task, optimizer, scheduler,
+                   Namespace(model='test_efficientnet')).save_epoch(TrainState(), metric=1.0)
+    assert 'state_dict_ema' not in torch.load(tmp_path / 'last.pth.tar', weights_only=False)
+    fresh, fresh_opt, fresh_sched = _parts('feature_distillation', teacher_folder)
+    resume_run(str(tmp_path), fresh, fresh_opt, fresh_sched, CheckpointKeeper(tmp_path), process_index=0,
+               batches_per_epoch=2, updates_per_epoch=2)
+    trained = task.get_trainable_module().state_dict()  # student and projection
+    restored = _ema_tensors(fresh)
+    assert restored.keys() == trained.keys() and all(torch.equal(restored[k], trained[k]) for k in trained)

@@ -107,10 +107,13 @@ def resume_run(
     ckpt = load_checkpoint_file(path)
     try:
         task.load_checkpoint_state(ckpt['state_dict'], ckpt.get('task_state'))
-        if task.has_ema() and 'state_dict_ema' in ckpt:
+        if task.has_ema():
             # the task's own API, as timm's load_task_ema_checkpoint: feature distillation's EMA is a
-            # wrapper (student + projection) whose state_dict_ema holds the student, task_state_ema the rest
-            task.load_checkpoint_state(ckpt['state_dict_ema'], ckpt.get('task_state_ema'), ema=True)
+            # wrapper (student + projection) whose state_dict_ema holds the student, task_state_ema the rest;
+            # a checkpoint of a run without --model-ema starts the EMA from its weights (timm too)
+            ema = 'state_dict_ema' in ckpt
+            task.load_checkpoint_state(ckpt['state_dict_ema' if ema else 'state_dict'],
+                                       ckpt.get('task_state_ema' if ema else 'task_state'), ema=True)
         if restore_optimizer:
             optimizer.load_state_dict(ckpt['optimizer'])
             scheduler.load_state_dict(ckpt['scheduler'])
