@@ -55,7 +55,8 @@ from timm_multilabel.training import trackers
 from timm_multilabel.training.relabel import build_relabel_training
 from timm_multilabel.training.variable_batches import build_variable_batches
 from timm_multilabel.training.report import (
-    METRIC_KEYS, collapse_warnings, plot_curves, results_table, write_epoch_log, write_json)
+    METRIC_KEYS, collapse_warnings, results_table, write_epoch_log, write_json)
+from timm_multilabel.training.curves import CurvesProcess
 from timm_multilabel.training.resume import RunCheckpoints, TrainState, resume_run
 
 _logger = logging.getLogger('train')
@@ -296,6 +297,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
     is_main = accelerator.is_main_process
     if not is_main:
         setup_logging(verbose=False)
+    # curves.png comes from a child process, which imports matplotlib while this one sets up
+    curves = CurvesProcess(output_dir / 'curves.png', f'{args.model} on {args.dataset or "images"}') \
+        if is_main else None
     if is_main and trackers.single_process_warning(accelerator.num_processes):
         _logger.warning(trackers.single_process_warning(accelerator.num_processes))
     set_seed(args.seed)
@@ -483,6 +487,11 @@ def run(args, args_text: str) -> Dict[str, Any]:
             'epoch': epoch, **train_stats, 'eval_loss': eval_metrics['loss'],
             **{k: eval_metrics.get(k) for k in METRIC_KEYS},
             **{f'{task.name}_{k}': v for k, v in task_state.items()}})
+        # curves.png after the last epoch and at most once a minute before it (a drawing takes the
+        # curves process ~0.3 s of CPU); it draws while this process saves the checkpoint
+        if curves is not None and (epoch == num_epochs - 1 or time.time() - last_plot >= 60):
+            curves.draw(state.history)
+            last_plot = time.time()
         warnings = collapse_warnings(eval_metrics, task_state, task.name, num_classes, probs_kind)
         if warnings and is_main:
             _logger.warning(f'epoch {epoch}: ' + '; '.join(warnings) + (
@@ -493,12 +502,6 @@ def run(args, args_text: str) -> Dict[str, Any]:
         trackers.log_epoch(accelerator, state.history[-1])
         if is_main:
             write_epoch_log(output_dir / 'summary.csv', state.history)
-            # curves.png after the last epoch and at most once a minute before it: a drawing costs ~0.5 s
-            # of CPU (plus ~1 s to import matplotlib), several % of a short run; timm draws none
-            if epoch == num_epochs - 1 or time.time() - last_plot >= 60:
-                plot_curves(output_dir / 'curves.png', state.history,
-                            title=f'{args.model} on {args.dataset or "images"}')
-                last_plot = time.time()
             _logger.info(
                 f'epoch {epoch}: train loss {train_stats["train_loss"]:.4f}  ' + '  '.join(
                     f'{k} {eval_metrics[k]:.2f}' for k in METRIC_KEYS if eval_metrics.get(k) is not None))
@@ -529,6 +532,9 @@ def run(args, args_text: str) -> Dict[str, Any]:
         write_json(output_dir / 'summary.json', summary)
         _save_model_folder(args, output_dir, keeper, timm_model, num_classes,
                            get_class_names(dataset_train), data_config, summary, method)
+        curves.close()  # its last drawing was made while the checkpoint and the model folder were written
+        if args.push_to_hub:
+            push_model_folder(output_dir, args.push_to_hub, private=args.hub_private)
         print(results_table(summary['metrics'], {
             'train seconds': f'{summary["train_seconds"]:.1f}', 'eval samples': summary['eval_samples'],
             'processes': accelerator.num_processes}))
@@ -540,7 +546,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
 
 
 def _save_model_folder(args, output_dir, keeper, model, num_classes, class_names, data_config, summary, method):
-    """The Hugging Face model folder (best weights by --eval-metric, EMA when enabled); optional push."""
+    """The Hugging Face model folder (best weights by --eval-metric, EMA when enabled)."""
     best_path = output_dir / 'model_best.pth.tar'
     state_dict = None
     if best_path.is_file():
@@ -553,8 +559,6 @@ def _save_model_folder(args, output_dir, keeper, model, num_classes, class_names
         data_config=data_config, metrics=summary['metrics'], method=method,
         dataset=args.dataset or str(args.data_dir), args=summary['args'], state_dict=state_dict,
         repo_id=args.push_to_hub, eval_split=args.val_split)
-    if args.push_to_hub:
-        push_model_folder(output_dir, args.push_to_hub, private=args.hub_private)
 
 
 if __name__ == '__main__':

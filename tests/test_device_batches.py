@@ -28,9 +28,11 @@ def test_batch_normalize_equals_to_tensor_and_normalize_per_image():
     assert (BatchNormalize(MEAN[::-1], STD[::-1])(images) - expected).abs().max() > 0.1
 
 
-def test_batch_normalize_passes_float_batches_unchanged():
+def test_batch_normalize_passes_float_batches_and_naflex_dicts_unchanged():
     floats = torch.randn(2, 3, 4, 4)
     assert BatchNormalize(MEAN, STD)(floats) is floats
+    patches = {'patches': torch.randn(2, 5, 12), 'patch_coord': torch.zeros(2, 5, 2, dtype=torch.int64)}
+    assert BatchNormalize(MEAN, STD)(patches) is patches
 
 
 def _args(*extra):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .metric_names import METRIC_KEYS, METRIC_NAMES, METRIC_TITLES
 
 __all__ = [
     'RealLabels', 'real_labels_to_mask', 'predicted_label_set',
@@ -34,23 +35,6 @@ __all__ = [
 ]
 
 RealLabels = Union[Sequence[Sequence[int]], torch.Tensor]
-
-# Keys of compute_multilabel_metrics, in the order train.py logs them.
-METRIC_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'label_coverage@0.25', 'mAP')
-# Their names in model cards and `timm-multilabel eval`.
-METRIC_NAMES = {
-    'top1': 'Top-1 accuracy',
-    'real_acc': 'ReaL accuracy',
-    'real_f1@0.25': 'ReaL F1 @ 0.25',
-    'real_f1@0.5': 'ReaL F1 @ 0.5',
-    'label_coverage@0.25': 'Label coverage @ 0.25',
-    'mAP': 'mAP',
-}
-# Their titles, with units, in train.py's results table and training curves.
-METRIC_TITLES = {
-    'top1': 'top-1 (%)', 'real_acc': 'ReaL acc (%)', 'real_f1@0.25': 'ReaL-F1@0.25 (%)',
-    'real_f1@0.5': 'ReaL-F1@0.5 (%)', 'label_coverage@0.25': 'coverage@0.25', 'mAP': 'mAP (%)',
-}
 
 # Elements per chunk in mean_average_precision (bounds its working memory).
 _AP_CHUNK_ELEMS = 1 << 24

@@ -36,15 +36,16 @@ def uint8_eval_images(args: Any) -> bool:
 
 class BatchNormalize:
     """A uint8 batch ``[B, C, H, W]`` (0..255) becomes float32 ``(x / 255 - mean) / std`` on its own
-    device, as timm's prefetcher computes it; any other batch is returned as it is."""
+    device, as timm's prefetcher computes it; any other batch (float images, NaFlex's dict of patches)
+    is returned as it is."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         self.mean = torch.tensor([m * 255 for m in mean], dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor([s * 255 for s in std], dtype=torch.float32).view(1, -1, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8:
-            return images
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+            return images  # float images, NaFlex patch dicts
         if self.mean.device != images.device:
             self.mean, self.std = self.mean.to(images.device), self.std.to(images.device)
         return images.float().sub_(self.mean).div_(self.std)

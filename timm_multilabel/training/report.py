@@ -7,18 +7,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..fileio import atomic_path, atomic_write_text, write_json
-from ..metrics import METRIC_KEYS, METRIC_TITLES
+from ..metric_names import METRIC_KEYS, METRIC_TITLES
+from .curves import plot_curves
 
 __all__ = [
     'METRIC_KEYS', 'METRIC_TITLES', 'atomic_write_text', 'write_json', 'write_epoch_log', 'plot_curves',
-    'results_table', 'collapse_warnings',
+    'results_table', 'collapse_warnings',  # plot_curves: from .curves
 ]
 
 # labels per image at or above this fraction of the class count: "every class", a collapsed model
 COLLAPSE_FRACTION = 0.8
-
-# the metrics plotted as curves (percentages; coverage is in labels per image and has its own scale)
-_CURVE_KEYS = ('top1', 'real_acc', 'real_f1@0.25', 'real_f1@0.5', 'mAP')
 
 
 def write_epoch_log(path: Path, rows: List[Dict[str, Any]]) -> None:
@@ -39,40 +37,6 @@ def _fmt(v):
     if isinstance(v, float):
         return '' if math.isnan(v) else f'{v:.10g}'
     return '' if v is None else v
-
-
-def plot_curves(path: Path, rows: List[Dict[str, Any]], title: str = '') -> Optional[Path]:
-    """Training loss and evaluation metrics per epoch, as a PNG."""
-    if not rows:
-        return None
-    # matplotlib's object API, not pyplot: no global figure state, so drawing is safe off the main thread
-    from matplotlib.figure import Figure
-
-    epochs = [r['epoch'] for r in rows]
-    fig = Figure(figsize=(10, 3.8))
-    ax_loss, ax_metric = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [r.get('train_loss') for r in rows], marker='o', label='train loss')
-    if any(r.get('eval_loss') is not None for r in rows):
-        ax_loss.plot(epochs, [r.get('eval_loss') for r in rows], marker='o', label='eval loss')
-    ax_loss.set_xlabel('epoch')
-    ax_loss.set_ylabel('loss')
-    ax_loss.legend()
-    ax_loss.grid(alpha=0.3)
-    for key in _CURVE_KEYS:
-        values = [r.get(key) for r in rows]
-        if any(v is not None for v in values):
-            ax_metric.plot(epochs, [float('nan') if v is None else v for v in values], marker='o',
-                           label=METRIC_TITLES[key])
-    ax_metric.set_xlabel('epoch')
-    ax_metric.set_ylabel('%')
-    ax_metric.legend(fontsize=8)
-    ax_metric.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path, suffix='.png') as tmp:
-        fig.savefig(tmp, dpi=100)
-    return Path(path)
 
 
 def results_table(metrics: Dict[str, Any], extra: Optional[Dict[str, Any]] = None) -> str:
