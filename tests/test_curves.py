@@ -38,6 +38,26 @@ def test_the_child_draws_what_plot_curves_draws(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['curves.png', 'here.png', 'two.png']
 
 
+def test_close_does_not_wait_for_forked_processes_holding_the_pipe(tmp_path):
+    """DataLoader workers are forked after the child starts and keep copies of its stdin pipe."""
+    import os
+    import time
+    curves = CurvesProcess(tmp_path / 'curves.png', 'run')
+    holder = os.fork()
+    if holder == 0:  # a stand-in for a persistent worker
+        time.sleep(30)
+        os._exit(0)
+    try:
+        curves.draw(_rows(2))
+        start = time.time()
+        curves.close(timeout=20)
+        assert time.time() - start < 15, 'close waited for an end of file the forked process held back'
+        assert (tmp_path / 'curves.png').exists()
+    finally:
+        os.kill(holder, 9)
+        os.waitpid(holder, 0)
+
+
 def test_a_child_that_cannot_start_draws_here(tmp_path):
     curves = CurvesProcess(tmp_path / 'curves.png', command=[str(tmp_path / 'no-such-python')])
     assert curves.proc is None

@@ -3,9 +3,9 @@
 Importing matplotlib and drawing cost about a second of CPU, several percent of a short run. A
 :class:`CurvesProcess` starts ``python -m timm_multilabel.training.curves PNG TITLE`` when the run
 starts: the child imports matplotlib while the run loads its data and model, then redraws the PNG
-(atomically) for each history it reads on its standard input, one JSON line each. The run sends
-histories with :meth:`CurvesProcess.draw` and waits for the last drawing in :meth:`CurvesProcess.close`,
-while it writes its checkpoint and model folder. Should the child be missing or fail, the run draws
+(atomically) for each history it reads on its standard input, one JSON line each, until a ``null``
+line. The run sends histories with :meth:`CurvesProcess.draw` and waits for the last drawing in
+:meth:`CurvesProcess.close`, while it writes its checkpoint and model folder. Should the child be missing or fail, the run draws
 in its own process instead; a run killed with ``-9`` leaves the child an end of file, and it exits.
 
 This module imports neither torch nor matplotlib at import time (the child must start light).
@@ -111,8 +111,10 @@ class CurvesProcess:
         if self.proc is None:
             return
         try:
+            # an explicit end: forked DataLoader workers hold copies of the pipe, so closing ours is no EOF
+            self.proc.stdin.write('null\n')
             self.proc.stdin.close()
-        except (BrokenPipeError, OSError):
+        except (BrokenPipeError, OSError, ValueError):
             pass
         try:
             code = self.proc.wait(timeout=timeout)
@@ -139,7 +141,10 @@ def _serve(path: str, title: str) -> None:
     import matplotlib.figure  # noqa: F401  (most of the cost: paid before the first drawing is asked for)
 
     for line in sys.stdin:
-        plot_curves(Path(path), json.loads(line), title)
+        rows = json.loads(line)
+        if rows is None:  # the run's end
+            break
+        plot_curves(Path(path), rows, title)
 
 
 if __name__ == '__main__':
