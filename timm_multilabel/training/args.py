@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--model', default='resnet50', type=str, metavar='MODEL', help='name of a timm model')
     g.add_argument('--pretrained', action='store_true', default=False, help='start from pretrained weights')
     g.add_argument('--pretrained-path', default=None, type=str, metavar='FILE',
-                   help='load pretrained weights from this file (safetensors or .pth) instead of the Hub')
+                   help="load pretrained weights from this file (safetensors or .pth) instead of the Hub, as "
+                        "timm does: the backbone from the file, a new classifier for --num-classes (timm's "
+                        "train.py reads it only with --pretrained; here the file alone is enough)")
     g.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH', help='load this checkpoint first')
     g.add_argument('--resume', default='', type=str, metavar='PATH',
                    help='resume the run: a checkpoint file, or an --output folder (its last checkpoint)')
