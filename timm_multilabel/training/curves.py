@@ -86,13 +86,15 @@ class CurvesProcess:
         self.path, self.title = Path(path), title
         self.last_rows: Optional[List[Dict[str, Any]]] = None
         command = list(command or [sys.executable, '-m', __name__])
+        self.proc: Optional[subprocess.Popen] = None
         try:
-            self.proc: Optional[subprocess.Popen] = subprocess.Popen(
+            if not command[0]:
+                raise OSError('no Python executable (sys.executable is empty)')
+            self.proc = subprocess.Popen(
                 [*command, str(self.path), title], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                 text=True, encoding='utf-8')
         except OSError as e:
             _logger.debug(f'curves process did not start ({e}); drawing in this process')
-            self.proc = None
 
     def draw(self, rows: List[Dict[str, Any]]) -> None:
         """Redraw the PNG from ``rows`` (history dicts: ``epoch``, ``train_loss``, ``eval_loss``, metrics)."""
