@@ -1,4 +1,4 @@
-"""CUDA paths: label_pool on the GPU, and train.py (hard labels, MILe, LabelPooling) under autocast.
+"""CUDA paths: label_pool on the GPU, uint8 batches normalized on the GPU, and train.py (hard labels, MILe, LabelPooling) under autocast.
 
 Skipped without a GPU (CI has none); run on a GPU machine with ``python -m pytest -m cuda``.
 """
@@ -30,6 +30,17 @@ def _random_maps(n, k, size, num_classes, seed=0):
     xy1 = torch.rand(n, 2, generator=g) * 0.5
     wh = torch.rand(n, 2, generator=g) * 0.45 + 0.05  # boxes stay inside the image
     return scores, classes, torch.cat([xy1, xy1 + wh], 1)
+
+
+def test_uint8_batches_are_normalized_on_the_gpu_as_on_the_cpu():
+    from timm_multilabel.training.device_batches import BatchNormalize
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    normalize = BatchNormalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    cpu = normalize(images)
+    gpu = normalize(images.cuda())
+    assert gpu.device.type == 'cuda' and gpu.dtype == torch.float32
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-6, rtol=0)
+    torch.testing.assert_close(normalize(images), cpu)  # the statistics moved to the GPU and back
 
 
 @pytest.mark.parametrize('output_size', [1, 3])
