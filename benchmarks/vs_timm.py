@@ -14,8 +14,8 @@ hits both scripts alike. The default flags (``SETTING``) are
 on ``DIR``, a folder built here, offline and deterministically, from scikit-learn's bundled
 8x8 digits: each digit upscaled (nearest) to 32 px, gray in RGB PNG files, in timm's layout
 ``DIR/train/<digit>/`` (the package's stratified 75% pool: 1347 images) and
-``DIR/validation/<digit>/`` (the other 450). Five seeds x two scripts take about 8 minutes on two
-idle CPU cores (an estimate from CPU times taken on a loaded machine). Each script otherwise runs
+``DIR/validation/<digit>/`` (the other 450). Five seeds x two scripts take about 7 minutes on two
+idle CPU cores. Each script otherwise runs
 with its own defaults (timm's defaults are ours). ``--num-classes 10`` is needed by timm's script,
 which does not count the folder's classes (without it timm trains a 1000-way head).
 
