@@ -433,7 +433,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
         scheduler.step_update(state.epoch * updates_per_epoch)  # as timm's train.py
     elif state.epoch > 0:
         scheduler.step(state.epoch)
-    checkpoints = RunCheckpoints(accelerator, keeper, task, optimizer, scheduler, args)
+    checkpoints = RunCheckpoints(accelerator, keeper, task, optimizer, scheduler, args, get_class_names(dataset_train))
 
     output_lock = FolderLock(output_dir, '--output')
     if is_main:

@@ -649,14 +649,18 @@ def checkpoint_label_names(
         checkpoint_path: Union[str, os.PathLike],
         model: nn.Module,
         args: Optional[Mapping[str, Any]] = None,
+        stored: Any = None,
 ) -> Optional[List[str]]:
-    """Class names for a checkpoint, which does not store them itself.
+    """Class names for a checkpoint.
 
-    1. ``config.json`` of the model folder train.py writes into its ``--output`` (beside the checkpoint):
-       its ``label_names`` when its architecture and class count are the model's;
-    2. else the checkpoint's ``--class-map`` file (timm's format: one name per line, or a pickled dict),
+    1. ``config.json`` of the model folder train.py writes into its ``--output`` (beside the checkpoint)
+       at the end of a run: its ``label_names`` when its architecture and class count are the model's;
+    2. else ``stored``, the checkpoint's own ``label_names`` (train.py stores the training data's class
+       names in every checkpoint; older runs and timm's train.py do not), when it names every class;
+       before the ``--class-map`` file, which may have changed since the run read it;
+    3. else the checkpoint's ``--class-map`` file (timm's format: one name per line, or a pickled dict),
        when it is still there and names every class;
-    3. else None.
+    4. else None.
     """
     num_classes = int(model.num_classes)
     config_path = Path(checkpoint_path).parent / CONFIG_NAME
@@ -670,6 +674,9 @@ def checkpoint_label_names(
             names = _names_by_index(config.get('label_names'), num_classes)
             if names is not None:
                 return names
+    names = _names_by_index(stored, num_classes)
+    if names is not None:
+        return names
     class_map = (args or {}).get('class_map')
     if class_map:
         from timm.data.readers.class_map import load_class_map
@@ -705,7 +712,7 @@ def export_checkpoint(
         num_classes: override; default from the checkpoint's args or classifier weight.
         use_ema: export ``state_dict_ema``.
         label_names: one name per class; default :func:`checkpoint_label_names` (the run folder's
-            ``config.json``, else the checkpoint's ``--class-map``).
+            ``config.json``, else the checkpoint's ``label_names``, else its ``--class-map``).
         dataset: training data; default the checkpoint's ``args['dataset']``.
         metrics: a dict, or a JSON file (train.py's ``summary.json`` or a flat dict); default the
             checkpoint's ``metric`` under its ``args['eval_metric']`` name.
@@ -728,7 +735,7 @@ def export_checkpoint(
     if dataset is None:
         dataset = args.get('dataset') or (Path(args['data_dir']).name if args.get('data_dir') else '')
     if label_names is None:
-        label_names = checkpoint_label_names(checkpoint_path, model, args)
+        label_names = checkpoint_label_names(checkpoint_path, model, args, ckpt.get('label_names'))
     return save_model_folder(
         model, out_dir,
         model_name=str(model_name or ckpt.get('arch') or args.get('model')),

@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training data shown in the card (default: the checkpoint's --dataset)")
     parser.add_argument('--label-names', default=None, metavar='FILE',
                         help="class names: a JSON list, or a text file with one name per line (default: the "
-                             "label_names of the config.json train.py wrote beside the checkpoint, else the "
-                             "checkpoint's --class-map file)")
+                             "label_names of the config.json train.py wrote beside the checkpoint, else those "
+                             "train.py stored in the checkpoint, else the checkpoint's --class-map file)")
     parser.add_argument('--license', default='apache-2.0', help='license id in the model card (default apache-2.0)')
     parser.add_argument('--push-to-hub', default=None, metavar='REPO_ID', help='upload the folder to this model repo')
     parser.add_argument('--hub-private', action='store_true', help='create the Hub repo as private')

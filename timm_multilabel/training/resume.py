@@ -8,14 +8,16 @@ keeper and returns the :class:`TrainState` to continue from.
 
 A checkpoint holds timm's keys (``epoch`` = the last *finished* epoch, ``arch``, ``state_dict``,
 ``optimizer``, ``state_dict_ema``, ``metric``, ``version``) plus ``scheduler``, ``task_state``,
-``num_updates``, ``history``, ``keeper``, ``rng`` (one state per rank) and, mid-epoch,
-``epoch_progress`` (the unfinished epoch, batches done, running loss and seconds).
+``num_updates``, ``history``, ``keeper``, ``rng`` (one state per rank), ``label_names`` (the
+training data's class names, when it has them: what ``export`` names the classes with before the run's
+``config.json`` exists) and, mid-epoch, ``epoch_progress`` (the unfinished epoch, batches done,
+running loss and seconds).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from accelerate import Accelerator
 
@@ -45,17 +47,19 @@ class RunCheckpoints:
     """Writes train.py's checkpoints through a :class:`CheckpointKeeper`.
 
     Both save methods are collective (every rank calls them: the RNG states of all ranks are
-    gathered); only the main process writes.
+    gathered); only the main process writes. ``label_names`` (one per class, or None) go into every
+    checkpoint as a list of str (``torch.load(weights_only=True)`` reads it).
     """
 
     def __init__(self, accelerator: Accelerator, keeper: CheckpointKeeper, task: Any, optimizer: Any,
-                 scheduler: Any, args: Any):
+                 scheduler: Any, args: Any, label_names: Optional[Sequence[str]] = None):
         self.accelerator = accelerator
         self.keeper = keeper
         self.task = task
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.args = args
+        self.label_names = [str(n) for n in label_names] if label_names else None
 
     def _checkpoint(self, state: TrainState, finished_epoch: int, metric: Optional[float]) -> Dict[str, Any]:
         acc = self.accelerator
@@ -69,6 +73,8 @@ class RunCheckpoints:
             'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
             **self.task.get_checkpoint_state(),
         }
+        if self.label_names is not None:
+            ckpt['label_names'] = self.label_names
         if self.task.has_ema():
             ckpt.update(self.task.get_checkpoint_state(ema=True))
         return ckpt
