@@ -286,6 +286,8 @@ _MAPS_CLIENT = '''
     results['private_anonymous'] = error_of(lambda: load_label_maps('acme/private-maps', token=False))
     results['private_owner'] = error_of(lambda: load_label_maps('acme/private-maps', progress=False))
     results['bad_revision'] = error_of(lambda: load_label_maps('acme/maps', revision='v9'))
+    # (a repo not in the cache: with one there, huggingface_hub serves it after the 401)
+    results['load_bad_token'] = error_of(lambda: load_label_maps('acme/unseen-maps', token='hf_not_a_token'))
     os.environ['HF_TOKEN'] = 'hf_not_a_token'
     results['maps_bad_token'] = cli_main('push-maps', tmp / 'maps_v1', 'acme/maps-2')
     os.environ['HF_TOKEN'] = OWNER
@@ -334,12 +336,18 @@ def test_private_maps_and_bad_revisions_give_one_line_errors(maps_round_trip, hu
     for key in ('private_other', 'private_anonymous', 'bad_revision'):
         msg = results[key]
         assert msg is not None and not msg.startswith('NOT A UserError') and '\n' not in msg, (key, msg)
-    assert 'acme/private-maps' in results['private_other'] and 'RepositoryNotFoundError' in results['private_other']
-    assert 'RevisionNotFoundError' in results['bad_revision']
+    # the Hub's own words (huggingface_hub's server_message), not only its first line "404 Client Error."
+    assert results['private_other'] == ('label maps acme/private-maps: no such folder, and no Hub dataset '
+                                        'acme/private-maps you can read (RepositoryNotFoundError: HTTP 404: '
+                                        'Repository not found)')
+    assert 'RevisionNotFoundError: HTTP 404: Invalid rev id: v9' in results['bad_revision']
+    assert results['load_bad_token'] == ('label maps acme/unseen-maps: no such folder, and cannot download the Hub '
+                                         'dataset acme/unseen-maps (HfHubHTTPError: HTTP 401: Invalid credentials in '
+                                         'Authorization header)')
     rc, _, err = results['maps_bad_token']
-    assert rc == 2 and len(err.strip().splitlines()) == 1
-    assert err.startswith(f'timm-multilabel push-maps: error: cannot push {tmp / "maps_v1"} to the Hub dataset '
-                          f'acme/maps-2')
+    assert rc == 2
+    assert err.strip() == (f'timm-multilabel push-maps: error: cannot push {tmp / "maps_v1"} to the Hub dataset '
+                           f'acme/maps-2: HfHubHTTPError: HTTP 401: Invalid credentials in Authorization header')
     assert ('dataset', 'acme/maps-2') not in hub.repos
 
 

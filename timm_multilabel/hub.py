@@ -36,7 +36,7 @@ from torch import nn
 
 from .cards import render_card
 from .checkpoint_files import checkpoint_args, is_state_dict, load_checkpoint_file, pick_state_dict
-from .errors import UserError
+from .errors import UserError, hub_error_line
 from .fileio import atomic_path
 from .method import describe_method
 from .metrics import METRIC_KEYS, METRIC_NAMES
@@ -493,19 +493,6 @@ def _check_repo_id(repo_id: str) -> None:
         validate_repo_id(repo_id)
     except HFValidationError as e:
         raise UserError(f'repo id {repo_id!r} is not a valid Hugging Face repo id ({str(e).splitlines()[0]})') from None
-
-
-def hub_error_line(e: BaseException) -> str:
-    """One line for a Hub or network error: the HTTP status with the Hub's own message when it sent one
-    (huggingface_hub's first line is only ``Client error '401 Unauthorized' for url ...``), else the
-    exception's first line."""
-    response = getattr(e, 'response', None)
-    status = getattr(response, 'status_code', None)
-    server = str(getattr(e, 'server_message', None) or '').strip()
-    if status is not None and server:
-        return f'HTTP {status}: {server.splitlines()[0][:200]}'
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def hub_upload_folder(

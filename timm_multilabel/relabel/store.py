@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UserError, hub_error_line
 from .maps import decode_scores
 from .verify import check_shard_schema, verify_label_maps
 from .writer import CARD_FILE, LAYOUT_FIXED, SHARD_GLOB, check_one_layout, list_shards, read_map_info
@@ -37,8 +37,9 @@ _REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f'{type(e).__name__}: {text.splitlines()[0]}' if text else type(e).__name__
+    """``<class>: <one line>``; a Hub HTTP error's line carries the Hub's message (:func:`hub_error_line`)."""
+    text = hub_error_line(e)
+    return f'{type(e).__name__}: {text}' if text != type(e).__name__ else text
 
 
 class LabelMapStore:
