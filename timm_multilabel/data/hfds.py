@@ -27,17 +27,12 @@ from timm.data.readers.reader_hfds import ReaderHfds
 from timm.data.readers.targets import (
     check_target_format, has_field, multi_field_class_to_idx, parse_target_keys)
 
-from ..errors import UserError
+from ..errors import UserError, hub_error_line
 
 __all__ = ['PACKAGED_BUILDERS', 'load_hf_split', 'ReaderHfDataset', 'is_saved_to_disk']
 
 PACKAGED_BUILDERS = ('imagefolder', 'parquet', 'arrow', 'webdataset', 'csv', 'json')
 """``hfds/<builder>`` names whose ``--data-dir`` is the folder of data files (``data_dir=``), not a cache."""
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__).strip()
 
 
 def is_saved_to_disk(path: str) -> bool:
@@ -67,7 +62,7 @@ def load_hf_split(name: str, root: Optional[str], split: str, trust_remote_code:
         try:
             loaded = datasets.load_from_disk(path)
         except Exception as e:  # noqa: BLE001 -- a damaged folder: say which and why, in one line
-            raise UserError(f'{where}: cannot read this save_to_disk folder ({_first_line(e)})') from e
+            raise UserError(f'{where}: cannot read this save_to_disk folder ({hub_error_line(e)})') from e
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise UserError(f'{where}: no split {split!r} (splits: {", ".join(loaded)}); name the split with '
@@ -96,8 +91,8 @@ def load_hf_split(name: str, root: Optional[str], split: str, trust_remote_code:
         name = path if os.path.isdir(path) else name
     try:
         return datasets.load_dataset(name, split=split, **kwargs, **extra)
-    except Exception as e:  # noqa: BLE001 -- datasets raises many types; the user needs the first line
-        message = _first_line(e)
+    except Exception as e:  # noqa: BLE001 -- datasets raises many types; the user needs one line (the Hub's own message)
+        message = hub_error_line(e)
         if 'Unknown split' in message or ('split' in message.lower() and 'should be one of' in message.lower()):
             raise UserError(f'{where}: no split {split!r} ({message}); name the split with '
                             f'--train-split / --val-split') from e
@@ -161,7 +156,7 @@ class ReaderHfDataset(ReaderHfds):
         try:
             self.dataset = dataset.cast_column(input_key, datasets.Image(decode=False))
         except Exception as e:  # noqa: BLE001
-            raise UserError(f'--input-key {input_key}: column of {where} is not images ({_first_line(e)})') from e
+            raise UserError(f'--input-key {input_key}: column of {where} is not images ({hub_error_line(e)})') from e
         if self.remap_class and not self.target_keys and not self.dense_target:
             self._keep_mapped_rows(where)
         self.split_info = dataset.info.splits.get(split) if dataset.info.splits else None
