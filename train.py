@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from timm.data import create_transform, resolve_data_config
 from timm.models import load_checkpoint
@@ -290,7 +290,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
         **device_kwargs,
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=args.grad_accum_steps,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        dataloader_config=loaders.dataloader_config(args),  # seedable sampler; --pin-mem: non-blocking copies
         step_scheduler_with_optimizer=False,
         **trackers.accelerator_kwargs(args, output_dir),  # --log-with / --log-wandb
     )

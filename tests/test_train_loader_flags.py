@@ -322,6 +322,8 @@ def test_pin_memory_follows_the_flag(flag):
     args = _args(['-b', '8', '--workers', '0', *flag])
     assert loaders.build_train_loader(args, Draws(16), None, 1).loader.pin_memory == bool(flag)
     assert loaders.build_eval_loader(args, Draws(16), lambda x: x).pin_memory == bool(flag)
+    config = loaders.dataloader_config(args)  # pinned batches go to a GPU without blocking, as timm's
+    assert config.non_blocking == bool(flag) and config.use_seedable_sampler and config.data_seed == args.seed
 
 
 def _kill_at_first_checkpoint(argv, out):

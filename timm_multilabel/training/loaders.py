@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
+from accelerate import DataLoaderConfiguration
 from timm.data import AugMixDataset, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
@@ -369,6 +370,14 @@ def train_collate(args: Any) -> Optional[Callable]:
     """The training collate the flags need: :func:`aug_split_collate` with ``--aug-splits``, else None
     (torch's default)."""
     return aug_split_collate if (getattr(args, 'aug_splits', 0) or 0) > 1 else None
+
+
+def dataloader_config(args: Any) -> DataLoaderConfiguration:
+    """Accelerate's DataLoader settings for train.py: its seedable sampler (the shuffle follows
+    ``--seed`` and the epoch) and, with ``--pin-mem``, asynchronous copies of the pinned batches to
+    the GPU (timm's prefetcher copies with ``non_blocking=True``)."""
+    return DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed,
+                                   non_blocking=bool(getattr(args, 'pin_mem', False)))
 
 
 def loader_kwargs(args: Any) -> Dict[str, Any]:
