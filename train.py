@@ -297,9 +297,6 @@ def run(args, args_text: str) -> Dict[str, Any]:
     is_main = accelerator.is_main_process
     if not is_main:
         setup_logging(verbose=False)
-    # curves.png comes from a child process, which imports matplotlib while this one sets up
-    curves = CurvesProcess(output_dir / 'curves.png', f'{args.model} on {args.dataset or "images"}') \
-        if is_main else None
     if is_main and trackers.single_process_warning(accelerator.num_processes):
         _logger.warning(trackers.single_process_warning(accelerator.num_processes))
     set_seed(args.seed)
@@ -436,8 +433,12 @@ def run(args, args_text: str) -> Dict[str, Any]:
     checkpoints = RunCheckpoints(accelerator, keeper, task, optimizer, scheduler, args, get_class_names(dataset_train))
 
     output_lock = FolderLock(output_dir, '--output')
+    curves = None
     if is_main:
         output_lock.acquire()  # creates the folder; a second run writing there is refused
+        # curves.png comes from a child process, which imports matplotlib while this one starts its
+        # workers (started once the input is checked: a refused run leaves no child behind)
+        curves = CurvesProcess(output_dir / 'curves.png', f'{args.model} on {args.dataset or "images"}')
         remove_stale_temps(output_dir)  # what a killed run was writing
         if not args.resume and skip_log is not None and skip_log.exists():
             skip_log.unlink()  # a fresh run lists only its own skipped images
