@@ -1,12 +1,14 @@
 """Training curves (``curves.png``), drawn in a child process so that training never waits on matplotlib.
 
 Importing matplotlib and drawing cost about a second of CPU, several percent of a short run. A
-:class:`CurvesProcess` starts ``python -m timm_multilabel.training.curves PNG TITLE`` when the run
-starts: the child imports matplotlib while the run loads its data and model, then redraws the PNG
-(atomically) for each history it reads on its standard input, one JSON line each, until a ``null``
-line. The run sends histories with :meth:`CurvesProcess.draw` and waits for the last drawing in
-:meth:`CurvesProcess.close`, while it writes its checkpoint and model folder. Should the child be missing or fail, the run draws
-in its own process instead; a run killed with ``-9`` leaves the child an end of file, and it exits.
+:class:`CurvesProcess` starts ``python -m timm_multilabel.training.curves PNG TITLE`` once the run
+holds its folder: the child imports matplotlib while the run starts its workers, then redraws the
+PNG (atomically) for each history it reads on its standard input, one JSON line each, until a
+``null`` line. The run sends histories with :meth:`CurvesProcess.draw` and waits for the last
+drawing in :meth:`CurvesProcess.close`, while it writes its checkpoint and model folder. Should the
+child be missing or fail, the run draws in its own process instead; a run killed with ``-9``
+leaves the child an end of file (once its DataLoader workers, which hold copies of the pipe, are
+gone too), and it exits.
 
 This module imports neither torch nor matplotlib at import time (the child must start light).
 """
