@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from timm_multilabel.fileio import write_json
 from timm_multilabel.metrics import METRIC_KEYS
@@ -146,12 +147,14 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return '\n'.join([line(cells[0]), '  '.join('-' * w for w in widths)] + [line(r) for r in cells[1:]])
 
 
-def work_folder(runs_dir: Optional[str], prefix: str) -> Tuple[Path, Optional[tempfile.TemporaryDirectory]]:
-    """Where the train.py runs go: ``runs_dir`` (created, kept), else a temporary folder; returns
-    ``(folder, tmp)``, with ``tmp`` to ``cleanup()`` when done (None for ``runs_dir``)."""
+@contextmanager
+def work_folder(runs_dir: Optional[str], prefix: str) -> Iterator[Path]:
+    """Where the train.py runs go, for the ``with`` block: ``runs_dir`` (created, kept), else a
+    temporary folder, removed when the block ends (also on an error or an interrupt)."""
     if runs_dir:
         folder = Path(runs_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        return folder, None
-    tmp = tempfile.TemporaryDirectory(prefix=prefix)
-    return Path(tmp.name), tmp
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)

@@ -507,8 +507,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.json is not None and not Path(args.json).resolve().parent.is_dir():
             raise UserError(f'--json {args.json}: its folder does not exist')
         cfg = _config(args)
-        work, tmp = work_folder(args.runs_dir, 'mile_colored_')
-        try:
+        with work_folder(args.runs_dir, 'mile_colored_') as work:
             recorded: Dict[str, Any] = {}
             if args.json and Path(args.json).is_file():
                 recorded = json.loads(Path(args.json).read_text())
@@ -525,9 +524,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                  'paper': PAPER_TABLE3})
             print()
             print(format_table({str(s): per_seed[str(s)] for s in args.seed}))   # seed 0 left out if others ran
-        finally:
-            if tmp is not None:
-                tmp.cleanup()
     except UserError as e:
         print(f'mile_colored_digits.py: error: {e}', file=sys.stderr)
         return 2

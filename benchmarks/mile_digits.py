@@ -493,8 +493,7 @@ def check_args(args: argparse.Namespace) -> None:
 def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     cfg = dict(QUICK_CONFIG if args.quick else CONFIG)
     grid = QUICK_SWEEP if args.quick else SWEEP
-    work, tmp = work_folder(args.runs_dir, 'mile_digits_')
-    try:
+    with work_folder(args.runs_dir, 'mile_digits_') as work:
         base = common_flags(cfg, args.seed)
         result: Dict[str, Any] = {}
         for method in METHODS:
@@ -527,9 +526,6 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
             print('\nsweep (Fig. 3):', flush=True)
             result['sweep'] = run_sweep(cfg, grid, args.seed, work / 'sweep', args.threads, reuse=args.reuse)
         return result
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -47,13 +47,12 @@ import concurrent.futures
 import json
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from _bench import QUIET_RUN, fmt, run_python, run_train, text_table, train_flags, write_json
+from _bench import QUIET_RUN, fmt, run_python, run_train, text_table, train_flags, work_folder, write_json
 from timm_multilabel.errors import UserError
 
 DEV_SEED = 0
@@ -396,17 +395,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f'unknown rows {unknown}' if unknown else '--jobs must be >= 1')
     cfg = QUICK_CONFIG if args.quick else CONFIG
     start = time.time()
-    tmp = None
-    work = args.out_dir
-    if work is None:
-        tmp = tempfile.mkdtemp(prefix='relabel_digits_')
-        work = Path(tmp)
-    try:
+    with work_folder(args.out_dir, 'relabel_digits_') as work:
         result = run_benchmark(args.seed, cfg, work, rows, jobs=args.jobs, via_cli=not args.annotate_api,
                                log=lambda m: print(m, flush=True))
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     result['quick'] = bool(args.quick)
     result['annotate_via'] = 'api' if args.annotate_api else 'cli'
     result['wall_seconds'] = time.time() - start

@@ -312,8 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         folder = dict(QUICK_FOLDER if args.quick else FOLDER)
         if args.image_px is not None:
             folder['image_px'] = args.image_px
-        work, tmp = work_folder(args.runs_dir, 'vs_timm_')
-        try:
+        with work_folder(args.runs_dir, 'vs_timm_') as work:
             data_dir = work / 'digits'
             counts = build_image_folder(data_dir, **folder)
             env = bench_env(args.threads)
@@ -330,9 +329,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         'runs': runs, 'summary': summary})
             print()
             print(format_table(runs, summarize(runs)))
-        finally:
-            if tmp is not None:
-                tmp.cleanup()
     except UserError as e:
         print(f'vs_timm.py: error: {e}', file=sys.stderr)
         return 2
