@@ -175,6 +175,15 @@ def repo_root():
     return ROOT
 
 
+def import_benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` as a module, found the way ``python benchmarks/NAME.py`` finds its
+    ``_bench`` helper (benchmarks/ first on the path while it imports)."""
+    import importlib
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / 'benchmarks'))
+        return importlib.import_module(name)
+
+
 def kill_when(args, ready: Callable[[], bool], env=None, timeout=300, what='the run', fresh=False):
     """Start ``python *args`` in its own process group and SIGKILL the whole group (launcher, ranks,
     DataLoader workers) as soon as ``ready()`` is true; fails if the process ends first. train.py and

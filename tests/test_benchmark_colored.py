@@ -1,19 +1,16 @@
 """benchmarks/mile_colored_digits.py: the coloured-digit sets are what its docstring says; a quick run."""
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
 import pytest
+from conftest import import_benchmark
 
 
 @pytest.fixture(scope='module')
-def bench(request):
-    root = request.config.rootpath
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(root / 'benchmarks'))
-        return importlib.import_module('mile_colored_digits')
+def bench():
+    return import_benchmark('mile_colored_digits')
 
 
 @pytest.fixture(scope='module')

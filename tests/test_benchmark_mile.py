@@ -2,22 +2,15 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import math
 
 import pytest
+from conftest import import_benchmark
 
 from timm_multilabel.metrics import METRIC_KEYS
 
 NUM_CLASSES = 10
-
-
-def _load_module(repo_root):
-    """The script as a module, found the way ``python benchmarks/mile_digits.py`` finds its helper."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(repo_root / 'benchmarks'))
-        return importlib.import_module('mile_digits')
 
 
 @pytest.mark.slow
@@ -111,8 +104,8 @@ def test_quick_json_is_consistent(run, repo_root, tmp_path):
         assert second[method]['train_cpu_seconds'] == result[method]['train_cpu_seconds']
 
 
-def test_bad_arguments_exit_2_before_any_work(repo_root, tmp_path, capsys):
-    bench = _load_module(repo_root)
+def test_bad_arguments_exit_2_before_any_work(tmp_path, capsys):
+    bench = import_benchmark('mile_digits')
     assert bench.main(['--threads', '0']) == 2
     assert '--threads 0' in capsys.readouterr().err
     missing = tmp_path / 'no' / 'such' / 'dir' / 'x.json'
@@ -124,8 +117,8 @@ def test_bad_arguments_exit_2_before_any_work(repo_root, tmp_path, capsys):
     assert '--runs-dir' in capsys.readouterr().err
 
 
-def test_train_flags_differ_only_in_method(repo_root):
-    bench = _load_module(repo_root)
+def test_train_flags_differ_only_in_method():
+    bench = import_benchmark('mile_digits')
     cfg = bench.CONFIG
     base = bench.common_flags(cfg, seed=5)
     assert base[base.index('--seed') + 1] == '5'
@@ -140,8 +133,8 @@ def test_train_flags_differ_only_in_method(repo_root):
     assert (cfg['train_num_samples'] // cfg['batch_size']) % (cfg['kt'] + cfg['ks']) == 0
 
 
-def test_plot_sweep_writes_pngs(repo_root, tmp_path):
-    bench = _load_module(repo_root)
+def test_plot_sweep_writes_pngs(tmp_path):
+    bench = import_benchmark('mile_digits')
     sweep = {
         'kt_ks': {'kt': [10, 20], 'ks': [5, 10, 20], 'rho': 0.1,
                   'real_f1@0.25': [[40.0, 75.0, 50.0], [30.0, 35.0, 45.0]],

@@ -1,23 +1,15 @@
 """benchmarks/relabel_digits.py: row flags, the report, and a --quick smoke run writing the JSON rows."""
-import importlib
 import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import import_benchmark
 
 from timm_multilabel.metrics import METRIC_KEYS
 
 
-def _load_benchmark():
-    """The script as a module, found the way ``python benchmarks/relabel_digits.py`` finds its helper."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(ROOT / 'benchmarks'))
-        return importlib.import_module('relabel_digits')
-
-
 def test_rows_select_maps_mode_and_cutmix():
-    b = _load_benchmark()
+    b = import_benchmark('relabel_digits')
     assert set(b.ROWS) == {
         'baseline', 'relabel', 'relabel-local-hard', 'relabel-global', 'relabel-global-hard', 'relabel-oracle',
         'baseline+cutmix', 'relabel+cutmix', 'relabel-local-hard+cutmix', 'relabel-global+cutmix',
@@ -35,7 +27,7 @@ def test_rows_select_maps_mode_and_cutmix():
 
 
 def test_target_and_table():
-    b = _load_benchmark()
+    b = import_benchmark('relabel_digits')
     row = {k: 50.0 for k in METRIC_KEYS}
     result = {'seed': 1, 'baseline': dict(row, train_seconds=1.0),
               'relabel': dict(row, top1=51.5, mAP=50.0, train_seconds=1.0)}
@@ -49,7 +41,7 @@ def test_target_and_table():
 
 
 def test_summary_over_seeds_is_paired(tmp_path, run):
-    b = _load_benchmark()
+    b = import_benchmark('relabel_digits')
     runs = []
     for seed, (base, rel) in enumerate([(90.0, 92.0), (94.0, 95.0)], start=1):
         row = {k: 50.0 for k in METRIC_KEYS}

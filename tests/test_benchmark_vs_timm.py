@@ -2,7 +2,6 @@
 JSON on fake runs (no real timm or train.py run)."""
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 
@@ -10,13 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import import_benchmark
+
 
 @pytest.fixture(scope='module')
-def bench(request):
-    root = request.config.rootpath
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(root / 'benchmarks'))
-        return importlib.import_module('vs_timm')
+def bench():
+    return import_benchmark('vs_timm')
 
 
 def _run(seed, timm_top1, our_top1, timm_wall, our_wall, timm_cpu, our_cpu, diff=None):
