@@ -14,7 +14,7 @@ NUM_CLASSES = 10
 
 
 @pytest.mark.slow
-def test_quick_json_is_consistent(run, repo_root, tmp_path):
+def test_quick_json_is_consistent(run, tmp_path):
     out = tmp_path / 'mile.json'
     runs = tmp_path / 'runs'
     proc = run(['benchmarks/mile_digits.py', '--quick', '--seed', '3', '--json', out, '--runs-dir', runs], timeout=900)
