@@ -1,7 +1,7 @@
 """hub_error_line: the Hub's own message (huggingface_hub's server_message) in one line."""
 import pytest
 
-from timm_multilabel.errors import hub_error_line
+from timm_multilabel.errors import hub_error_line, typed_error_line
 
 httpx2 = pytest.importorskip('httpx2')  # huggingface_hub's HTTP client (its 2.x versions)
 from huggingface_hub.utils import hf_raise_for_status  # noqa: E402
@@ -32,3 +32,7 @@ def test_long_messages_are_clipped_and_plain_errors_keep_their_first_line():
                                     "'https://hub.example/api/models/a/b'")
     assert hub_error_line(ConnectionError('refused\nmore')) == 'refused'
     assert hub_error_line(TimeoutError()) == 'TimeoutError'
+    # with the class in front, once: 'TimeoutError', not 'TimeoutError: TimeoutError'
+    assert typed_error_line(ConnectionError('refused\nmore')) == 'ConnectionError: refused'
+    assert typed_error_line(TimeoutError()) == 'TimeoutError'
+    assert typed_error_line(e, limit=60) == 'HfHubHTTPError: ' + line

@@ -1,8 +1,9 @@
 """The one exception type for bad input: CLIs print it as one line, exit non-zero, no traceback;
-and :func:`hub_error_line`, the one line such a message quotes for a Hub or network error."""
+and :func:`hub_error_line` / :func:`typed_error_line`, the one line such a message quotes for a Hub or
+network error (the latter with the error's class in front)."""
 from __future__ import annotations
 
-__all__ = ['UserError', 'hub_error_line']
+__all__ = ['UserError', 'hub_error_line', 'typed_error_line']
 
 
 class UserError(ValueError):
@@ -30,3 +31,9 @@ def hub_error_line(e: BaseException, limit: int = 200) -> str:
         return _clip(f'HTTP {status}: {server}', limit)
     text = str(e).strip()
     return _clip(' '.join(text.splitlines()[0].split()), limit) if text else type(e).__name__
+
+
+def typed_error_line(e: BaseException, limit: int = 200) -> str:
+    """``<class>: <hub_error_line>`` (the class alone when the error has no text)."""
+    text = hub_error_line(e, limit)
+    return f'{type(e).__name__}: {text}' if text != type(e).__name__ else text

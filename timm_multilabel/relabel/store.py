@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from ..errors import UserError, hub_error_line
+from ..errors import UserError, typed_error_line
 from .maps import decode_scores
 from .verify import check_shard_schema, verify_label_maps
 from .writer import CARD_FILE, LAYOUT_FIXED, SHARD_GLOB, check_one_layout, list_shards, read_map_info
@@ -34,12 +34,6 @@ __all__ = ['LabelMapStore', 'load_label_maps', 'resolve_label_maps']
 
 _logger = logging.getLogger(__name__)
 _REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
-
-
-def _first_line(e: BaseException) -> str:
-    """``<class>: <one line>``; a Hub HTTP error's line carries the Hub's message (:func:`hub_error_line`)."""
-    text = hub_error_line(e)
-    return f'{type(e).__name__}: {text}' if text != type(e).__name__ else text
 
 
 class LabelMapStore:
@@ -86,7 +80,7 @@ class LabelMapStore:
             try:
                 schemas.append((path, pq.read_schema(path)))
             except Exception as e:  # noqa: BLE001
-                raise UserError(f'unreadable label-map shard {path} ({_first_line(e)})') from e
+                raise UserError(f'unreadable label-map shard {path} ({typed_error_line(e)})') from e
         check_one_layout(self.folder, schemas)
         for path, schema in schemas:
             check_shard_schema(path, schema, self.info)
@@ -101,8 +95,8 @@ class LabelMapStore:
                 try:
                     pq.read_table(path)
                 except Exception as e2:  # noqa: BLE001
-                    raise UserError(f'corrupt label-map shard {path} ({_first_line(e2)})') from e2
-            raise UserError(f'cannot load the label maps in {self.folder} ({_first_line(e)})') from e
+                    raise UserError(f'corrupt label-map shard {path} ({typed_error_line(e2)})') from e2
+            raise UserError(f'cannot load the label maps in {self.folder} ({typed_error_line(e)})') from e
 
     def _build_index(self) -> Dict[str, Any]:
         table = self._ds.data.table
@@ -262,11 +256,11 @@ def _hub_or_folder_error(where: str, repo_id: str, e: BaseException) -> UserErro
         return UserError(f'{where}: no such folder, and no Hub dataset {repo_id} in the offline cache '
                          f'(HF_HUB_OFFLINE is set)')
     if name in ('RepositoryNotFoundError', 'GatedRepoError', 'RevisionNotFoundError'):
-        return UserError(f'{where}: no such folder, and no Hub dataset {repo_id} you can read ({_first_line(e)})')
+        return UserError(f'{where}: no such folder, and no Hub dataset {repo_id} you can read ({typed_error_line(e)})')
     if name == 'LocalEntryNotFoundError':
         return UserError(f'{where}: no such folder, and the Hub dataset {repo_id} is neither in the local cache '
                          f'nor downloadable (no network?)')
-    return UserError(f'{where}: no such folder, and cannot download the Hub dataset {repo_id} ({_first_line(e)})')
+    return UserError(f'{where}: no such folder, and cannot download the Hub dataset {repo_id} ({typed_error_line(e)})')
 
 
 def resolve_label_maps(

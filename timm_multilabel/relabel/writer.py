@@ -43,7 +43,7 @@ import torch
 from huggingface_hub import DatasetCard, DatasetCardData, constants
 
 from ..cards import template_path
-from ..errors import UserError, hub_error_line
+from ..errors import UserError, typed_error_line
 from ..fileio import TMP_MARK, atomic_path, atomic_write_text
 from .maps import MAP_DTYPES, EncodedMaps, class_id_dtype, encode_maps
 
@@ -602,6 +602,5 @@ def push_maps(folder: str, repo_id: str, private: bool = False, token: Optional[
             delete_patterns=[f'{DATA_DIR}/train-*.parquet'],
             commit_message=commit_message or f'Upload label maps ({info["annotator"]}, {info.get("num_images")} images)')
     except Exception as e:  # noqa: BLE001 -- network, auth, permissions: one line for the CLI
-        raise UserError(f'cannot push {folder} to the Hub dataset {repo_id}: {type(e).__name__}: '
-                        f'{hub_error_line(e)}') from e
+        raise UserError(f'cannot push {folder} to the Hub dataset {repo_id}: {typed_error_line(e)}') from e
     return str(getattr(commit, 'commit_url', commit))
