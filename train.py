@@ -320,6 +320,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
                         f'index, resumes mid-epoch and keys label maps by image id); use a map-style one such as '
                         f'hfds/NAME or an image folder')
     data_classes = get_num_classes(dataset_train)
+    class_names = get_class_names(dataset_train)  # stored in checkpoints and the model folder
     if args.num_classes and data_classes and args.num_classes != data_classes:
         raise UserError(f'--num-classes {args.num_classes}: the training data has {data_classes} classes; '
                         f'leave --num-classes out to take them from the data')
@@ -430,7 +431,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
         scheduler.step_update(state.epoch * updates_per_epoch)  # as timm's train.py
     elif state.epoch > 0:
         scheduler.step(state.epoch)
-    checkpoints = RunCheckpoints(accelerator, keeper, task, optimizer, scheduler, args, get_class_names(dataset_train))
+    checkpoints = RunCheckpoints(accelerator, keeper, task, optimizer, scheduler, args, class_names)
 
     output_lock = FolderLock(output_dir, '--output')
     curves = None
@@ -532,7 +533,7 @@ def run(args, args_text: str) -> Dict[str, Any]:
     if is_main:
         write_json(output_dir / 'summary.json', summary)
         _save_model_folder(args, output_dir, keeper, timm_model, num_classes,
-                           get_class_names(dataset_train), data_config, summary, method)
+                           class_names, data_config, summary, method)
         curves.close()  # its last drawing was made while the checkpoint and the model folder were written
         if args.push_to_hub:
             push_model_folder(output_dir, args.push_to_hub, private=args.hub_private)
